@@ -1,0 +1,207 @@
+"""The `/ws/chat/` consumer: it checks frames, calls chat services and forwards a generation's
+frames from its group to the browser. docs/protocol.md is the contract."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from asgiref.sync import sync_to_async
+from django.conf import settings
+import django_rq
+
+from chat import services
+from chat.models import Message
+from chat.options import InvalidOptions, options_parse
+from chat.streams import chunk_log_read, message_group, user_group
+
+MAX_FRAME_BYTES = 256 * 1024
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _uuid(frame: dict[str, Any], key: str, *, required: bool = True) -> uuid.UUID | None:
+    value = frame.get(key)
+    if value is None and not required:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise FrameError("invalid_frame", f"{key!r} must be an id (a UUID).") from None
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=4401)
+            return
+        # Per message: the highest seq sent, and whether its `done` went out.
+        self.last_seq: dict[str, int] = {}
+        self.finished: set[str] = set()
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return
+        await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
+        for message_id in getattr(self, "last_seq", {}):
+            await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame))
+
+    async def send_error(self, code: str, message: str, **about: Any) -> None:
+        await self.send_frame({"type": "error", "code": code, "message": message, **about})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        client_id = None
+        try:
+            if text_data is None:
+                raise FrameError("invalid_frame", "Frames must be JSON text, not binary.")
+            if len(text_data) > MAX_FRAME_BYTES:
+                raise FrameError("frame_too_large", "The frame is too large; send less text.")
+            try:
+                frame = json.loads(text_data)
+            except ValueError:
+                raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+            if not isinstance(frame, dict):
+                raise FrameError("invalid_frame", "A frame must be a JSON object.")
+            client_id = frame.get("client_id")
+            kind = frame.get("type")
+            if not isinstance(kind, str) or not kind:
+                raise FrameError("invalid_frame", 'A frame needs a "type".')
+            handler = getattr(self, f"on_{kind}", None)
+            if handler is None:
+                raise FrameError("unknown_type", f"Unknown frame type {kind!r}.")
+            await handler(frame)
+        except FrameError as exc:
+            extra = {"client_id": client_id} if client_id is not None else {}
+            await self.send_error(exc.code, str(exc), **extra)
+        except InvalidOptions as exc:
+            extra = {"client_id": client_id} if client_id is not None else {}
+            await self.send_error("invalid_options", str(exc), key=exc.key, **extra)
+        except services.ChatError as exc:
+            extra = {"client_id": client_id} if client_id is not None else {}
+            await self.send_error(exc.code, str(exc), **extra)
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_frame({"type": "pong"})
+
+    async def on_prompt(self, frame: dict[str, Any]) -> None:
+        content = frame.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise FrameError("empty_prompt", "The prompt is empty; type something to send.")
+        if len(content) > settings.WIZ_MAX_PROMPT_CHARS:
+            raise FrameError(
+                "prompt_too_long",
+                f"The prompt is {len(content)} characters; the limit is "
+                f"{settings.WIZ_MAX_PROMPT_CHARS}. Shorten it.",
+            )
+        conversation_id = _uuid(frame, "conversation", required=False)
+        options = options_parse(
+            frame.get("options"), max_priority=services.max_priority_for(self.user)
+        )
+        accepted = await database_sync_to_async(services.prompt_submit)(
+            user=self.user, conversation_id=conversation_id, content=content, options=options
+        )
+        message_id = str(accepted.message.id)
+        await self.channel_layer.group_add(message_group(message_id), self.channel_name)
+        self.last_seq[message_id] = 0
+        await self.send_frame(
+            {
+                "type": "accepted",
+                "client_id": frame.get("client_id"),
+                "conversation": str(accepted.conversation.id),
+                "user_message": str(accepted.user_message.id),
+                "message": message_id,
+                "queue_position": accepted.queue_position,
+            }
+        )
+        if conversation_id is None:
+            await self.send_frame(
+                {
+                    "type": "conversation",
+                    "conversation": str(accepted.conversation.id),
+                    "title": accepted.conversation.title,
+                }
+            )
+        await self.catch_up(message_id)
+
+    async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        message_id = str(_uuid(frame, "message"))
+        after = frame.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise FrameError("invalid_frame", '"after" must be the last seq seen (0 for all).')
+        owned = await Message.objects.filter(
+            pk=message_id, conversation__owner=self.user, role=Message.Role.ASSISTANT
+        ).aexists()
+        if not owned:
+            raise FrameError("not_found", "That message does not exist or is not yours.")
+        await self.channel_layer.group_add(message_group(message_id), self.channel_name)
+        self.last_seq[message_id] = after
+        self.finished.discard(message_id)
+        await self.catch_up(message_id)
+
+    async def on_abort(self, frame: dict[str, Any]) -> None:
+        message_id = _uuid(frame, "message")
+        assert message_id is not None
+        message = await database_sync_to_async(services.message_abort)(
+            user=self.user, message_id=message_id
+        )
+        if message.state == Message.State.ABORTED and message.finish_reason == "aborted":
+            # It never reached a worker, so nobody else will say it is done.
+            await self.channel_layer.group_send(
+                message_group(message_id), {"type": "chat.frame", "frame": message.done_frame()}
+            )
+
+    async def catch_up(self, message_id: str) -> None:
+        """Send what the message has beyond what this socket saw: logged chunks, then `done`.
+
+        The socket is already in the message's group, so whatever is logged after this read
+        arrives as live frames; `chat_frame` drops the ones already sent here.
+        """
+        connection = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+        after = self.last_seq.get(message_id, 0)
+        chunks = await sync_to_async(chunk_log_read, thread_sensitive=False)(
+            connection, message_id, after
+        )
+        message = await Message.objects.filter(pk=message_id).afirst()
+        if message is None:
+            return
+        if not chunks and message.is_finished and after == 0 and message.content:
+            # The log has expired: the saved answer stands in for its chunks.
+            chunks = [message.content]
+        for offset, text in enumerate(chunks, start=after + 1):
+            await self.chat_frame(
+                {"frame": {"type": "chunk", "message": message_id, "seq": offset, "text": text}}
+            )
+        if message.is_finished:
+            await self.chat_frame({"frame": message.done_frame()})
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A frame of one generation, from its group or from `catch_up`: sent once, in order."""
+        frame = event["frame"]
+        message_id = frame.get("message")
+        if message_id not in self.last_seq or message_id in self.finished:
+            return
+        if frame["type"] == "chunk":
+            if frame["seq"] <= self.last_seq[message_id]:
+                return
+            self.last_seq[message_id] = frame["seq"]
+        elif frame["type"] == "done":
+            self.finished.add(message_id)
+            await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
+        await self.send_frame(frame)
+
+    async def chat_conversation(self, event: dict[str, Any]) -> None:
+        await self.send_frame(event["frame"])

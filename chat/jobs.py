@@ -1,0 +1,26 @@
+"""RQ jobs of the chat app. A job is like an endpoint: it takes ids, loads rows, calls a service."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from chat.generation import generation_run
+from chat.options import options_parse
+from chat.models import Message
+from wizweb.channels_sender import channel_sender
+
+
+def generate_message(message_id: str) -> None:
+    """Generate the answer of one assistant message (runs on an inference worker)."""
+    job = get_current_job()
+    assert job is not None
+    options = Message.objects.values_list("options", flat=True).get(pk=message_id)
+    # Options were checked before the job was enqueued; parse again to get the typed form.
+    sampling = options_parse(options, max_priority="high").sampling
+    generation_run(
+        message_id=message_id,
+        sampling=sampling,
+        sender=channel_sender,
+        connection=job.connection,
+        worker_name=job.worker_name or "",
+    )

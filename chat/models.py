@@ -1,0 +1,163 @@
+"""Conversations and their messages; an assistant message is also the record of its generation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+    def touch(self) -> None:
+        self.updated_at = timezone.now()
+        self.save(update_fields=["updated_at"])
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        ABORTED = "aborted"
+        FAILED = "failed"
+
+    FINISHED_STATES = (State.DONE, State.ABORTED, State.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # The turn this one answers or follows; versions of a turn share a parent (branches).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.DONE)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    model = models.ForeignKey(
+        "models_admin.LocalModel", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # Kept when the model row is deleted, so history still says what answered.
+    model_name = models.CharField(max_length=200, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["conversation", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:40]}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED_STATES
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def start(self, *, worker: str) -> None:
+        self.state = self.State.RUNNING
+        self.worker = worker
+        self.started_at = timezone.now()
+        self.save(update_fields=["state", "worker", "started_at"])
+
+    def finish(
+        self,
+        *,
+        state: str,
+        content: str,
+        finish_reason: str,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        timings: dict[str, Any] | None = None,
+        error: str = "",
+    ) -> None:
+        self.state = state
+        self.content = content
+        self.finish_reason = finish_reason
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.timings = timings or {}
+        self.error = error
+        self.finished_at = timezone.now()
+        self.save(
+            update_fields=[
+                "state",
+                "content",
+                "finish_reason",
+                "prompt_tokens",
+                "completion_tokens",
+                "timings",
+                "error",
+                "finished_at",
+            ]
+        )
+
+    def done_frame(self) -> dict[str, Any]:
+        """The `done` frame of a finished generation (docs/protocol.md)."""
+        frame: dict[str, Any] = {
+            "type": "done",
+            "message": str(self.id),
+            "finish_reason": self.finish_reason,
+            "content": self.content,
+            "usage": self.usage,
+            "timings": self.timings,
+        }
+        if self.error:
+            frame["error"] = self.error
+        return frame
+
+    def as_frame(self) -> dict[str, Any]:
+        """The message as the chat page and the API show it."""
+        return {
+            "id": str(self.id),
+            "role": self.role,
+            "content": self.content,
+            "state": self.state,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+            "model": self.model_name,
+            "usage": self.usage,
+            "timings": self.timings,
+            "parent": str(self.parent_id) if self.parent_id else None,
+            "created_at": self.created_at.isoformat(),
+        }

@@ -1,0 +1,168 @@
+"""The one place where generation options are checked: the chat socket and the API both call
+`options_parse`, which names the first bad key in an `InvalidOptions` error."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from chat.engine import Sampling
+
+PRIORITIES = ("high", "normal", "low")
+MAX_STOP_STRINGS = 4
+MAX_SYSTEM_PROMPT_CHARS = 20_000
+MAX_GRAMMAR_CHARS = 20_000
+
+
+class InvalidOptions(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"Option {key!r}: {message}")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    sampling: Sampling = field(default_factory=Sampling)
+    model: str | None = None
+    system_prompt: str = ""
+    priority: str = "normal"
+    # What the client asked for, as given (stored with the message).
+    given: dict[str, Any] = field(default_factory=dict)
+
+
+def _number(
+    key: str, value: Any, low: float, high: float, *, integer: bool = False
+) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptions(key, "must be a number.")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise InvalidOptions(key, "must be a whole number.")
+    if not low <= value <= high:
+        raise InvalidOptions(key, f"must be between {low:g} and {high:g}, not {value}.")
+    return int(value) if integer else float(value)
+
+
+def _text(key: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidOptions(key, "must be a string.")
+    if len(value) > limit:
+        raise InvalidOptions(key, f"is longer than {limit} characters.")
+    return value
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise InvalidOptions("stop", "must be a string or a list of non-empty strings.")
+    if len(value) > MAX_STOP_STRINGS:
+        raise InvalidOptions("stop", f"takes at most {MAX_STOP_STRINGS} strings.")
+    return tuple(value)
+
+
+def _grammar_from_response_format(value: Any) -> str | None:
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if not isinstance(value, dict) or "type" not in value:
+        raise InvalidOptions("response_format", 'must be an object with a "type".')
+    kind = value["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JSON_GBNF
+    if kind == "json_schema":
+        wrapper = value.get("json_schema")
+        schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidOptions(
+                "response_format", 'json_schema needs {"json_schema": {"schema": {...}}}.'
+            )
+        try:
+            return json_schema_to_gbnf(json.dumps(schema))
+        except Exception as exc:  # the converter raises bare Exceptions on bad schemas
+            raise InvalidOptions("response_format", f"the JSON schema cannot be used: {exc}")
+    raise InvalidOptions(
+        "response_format", 'type must be "text", "json_object" or "json_schema".'
+    )
+
+
+def _grammar(value: Any) -> str:
+    from llama_cpp import LlamaGrammar
+
+    text = _text("grammar", value, MAX_GRAMMAR_CHARS)
+    try:
+        LlamaGrammar.from_string(text, verbose=False)
+    except ValueError as exc:
+        raise InvalidOptions("grammar", f"is not valid GBNF: {exc}") from None
+    return text
+
+
+def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOptions:
+    """Check every option of a request; unknown keys and out-of-range values are refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidOptions("options", "must be an object.")
+    values: dict[str, Any] = {}
+    model = None
+    system_prompt = ""
+    priority = "normal"
+    grammar = None
+    for key, value in raw.items():
+        if value is None:
+            continue
+        match key:
+            case "model":
+                model = _text(key, value, 200) or None
+            case "system_prompt":
+                system_prompt = _text(key, value, MAX_SYSTEM_PROMPT_CHARS)
+            case "temperature":
+                values[key] = _number(key, value, 0, 2)
+            case "top_p" | "min_p":
+                values[key] = _number(key, value, 0, 1)
+            case "top_k":
+                values[key] = _number(key, value, 0, 1000, integer=True)
+            case "repeat_penalty":
+                values[key] = _number(key, value, 0.5, 2)
+            case "presence_penalty" | "frequency_penalty":
+                values[key] = _number(key, value, -2, 2)
+            case "seed":
+                values[key] = _number(key, value, 0, 2**31 - 1, integer=True)
+            case "max_tokens":
+                values[key] = _number(key, value, 1, settings.WIZ_MAX_CONTEXT, integer=True)
+            case "stop":
+                values[key] = _stop(value)
+            case "response_format":
+                if grammar is not None:
+                    raise InvalidOptions(key, "cannot be combined with grammar.")
+                grammar = _grammar_from_response_format(value)
+            case "grammar":
+                if grammar is not None:
+                    raise InvalidOptions(key, "cannot be combined with response_format.")
+                grammar = _grammar(value)
+            case "response_prefix":
+                values[key] = _text(key, value, 2000)
+            case "priority":
+                if value not in PRIORITIES:
+                    raise InvalidOptions(key, 'must be "high", "normal" or "low".')
+                if PRIORITIES.index(value) < PRIORITIES.index(max_priority):
+                    raise InvalidOptions(
+                        key, f'"{value}" is above what your account may ask for ({max_priority}).'
+                    )
+                priority = value
+            case "tools" | "tool_choice":
+                raise InvalidOptions(key, "function calling is not available yet.")
+            case _:
+                raise InvalidOptions(key, "is not a known option.")
+    if "max_tokens" not in values:
+        values["max_tokens"] = settings.WIZ_DEFAULT_MAX_TOKENS
+    return GenerationOptions(
+        sampling=Sampling(grammar=grammar, **values),
+        model=model,
+        system_prompt=system_prompt,
+        priority=priority,
+        given={k: v for k, v in raw.items() if v is not None},
+    )

@@ -1,0 +1,107 @@
+"""The live side of one generation: its frames to the message's group, its chunk log in Redis.
+
+Every chunk is appended to a Redis list before it is broadcast; the list index is its `seq`, so
+seq numbers have no gaps and a browser that (re)subscribes can be given exactly what it missed
+(see `ChatConsumer.catch_up`). Text is coalesced for `WIZ_CHUNK_INTERVAL` seconds so the
+pipeline costs little per token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, TypedDict
+
+import redis
+from django.conf import settings
+
+from wizweb.channels_sender import ChannelSender
+
+# Kept after the answer is saved, so a late subscriber still gets the chunks it missed.
+CHUNK_LOG_TTL = 3600
+
+
+class ChunkFrame(TypedDict):
+    type: str
+    message: str
+    seq: int
+    text: str
+
+
+def message_group(message_id: uuid.UUID | str) -> str:
+    return f"message.{uuid.UUID(str(message_id)).hex}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def chunk_log_key(message_id: uuid.UUID | str) -> str:
+    return f"wiz:chunks:{uuid.UUID(str(message_id)).hex}"
+
+
+def abort_key(message_id: uuid.UUID | str) -> str:
+    return f"wiz:abort:{uuid.UUID(str(message_id)).hex}"
+
+
+def chunk_log_read(connection: redis.Redis, message_id: uuid.UUID | str, after: int) -> list[str]:
+    """The chunks with seq > after, in order (the first has seq after + 1)."""
+    raw = connection.lrange(chunk_log_key(message_id), after, -1)
+    return [item.decode("utf-8") for item in raw]
+
+
+class MessageStream:
+    def __init__(
+        self, *, sender: ChannelSender, connection: redis.Redis, message_id: uuid.UUID
+    ) -> None:
+        self.sender = sender
+        self.connection = connection
+        self.message_id = str(message_id)
+        self.group = message_group(message_id)
+        self.log_key = chunk_log_key(message_id)
+        self.interval = settings.WIZ_CHUNK_INTERVAL
+        self._buffer: list[str] = []
+        self._last_flush = time.monotonic()
+        self.aborted = False
+
+    def frame(self, frame: dict[str, Any]) -> None:
+        self.sender.send(self.group, {"type": "chat.frame", "frame": frame})
+
+    def started(self, *, model: str, worker: str) -> None:
+        self.connection.delete(self.log_key)
+        self.frame({"type": "started", "message": self.message_id, "model": model, "worker": worker})
+
+    def text(self, text: str) -> None:
+        self._buffer.append(text)
+        if time.monotonic() - self._last_flush >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is buffered as one chunk, and look for an abort request meanwhile."""
+        self._last_flush = time.monotonic()
+        pipe = self.connection.pipeline(transaction=False)
+        if self._buffer:
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            pipe.rpush(self.log_key, text)
+        else:
+            text = ""
+        pipe.exists(abort_key(self.message_id))
+        results = pipe.execute()
+        if results[-1]:
+            self.aborted = True
+        if text:
+            chunk: ChunkFrame = {
+                "type": "chunk",
+                "message": self.message_id,
+                "seq": int(results[0]),
+                "text": text,
+            }
+            self.frame(dict(chunk))
+
+    def finished(self, done_frame: dict[str, Any]) -> None:
+        self.flush()
+        self.connection.expire(self.log_key, CHUNK_LOG_TTL)
+        self.connection.delete(abort_key(self.message_id))
+        self.frame(done_frame)
+        self.sender.flush()

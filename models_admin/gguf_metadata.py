@@ -1,0 +1,56 @@
+"""Reading a GGUF file's header (architecture, context length, chat template, quantisation,
+parameter count) without loading its weights, through the `gguf` package of llama.cpp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+GGUF_MAGIC = b"GGUF"
+
+
+class NotGGUF(ValueError):
+    pass
+
+
+def gguf_check_magic(path: Path) -> None:
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC:
+        raise NotGGUF(f"{path.name} is not a GGUF model file (it does not start with 'GGUF').")
+
+
+def _field(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    return field.contents()
+
+
+def gguf_read_metadata(path: Path) -> dict[str, Any]:
+    """The header facts the admin page and the runtime need."""
+    import gguf
+
+    gguf_check_magic(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise NotGGUF(f"{path.name} is not a readable GGUF file: {exc}") from exc
+    arch = _field(reader, "general.architecture") or ""
+    file_type = _field(reader, "general.file_type")
+    quantization = ""
+    if file_type is not None:
+        try:
+            quantization = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        except ValueError:
+            quantization = str(file_type)
+    return {
+        "architecture": arch,
+        "name": _field(reader, "general.name") or "",
+        "context_length": _field(reader, f"{arch}.context_length") or 0,
+        "embedding_length": _field(reader, f"{arch}.embedding_length") or 0,
+        "block_count": _field(reader, f"{arch}.block_count") or 0,
+        "chat_template": _field(reader, "tokenizer.chat_template") or "",
+        "quantization": quantization,
+        "parameters": int(sum(int(t.n_elements) for t in reader.tensors)),
+    }

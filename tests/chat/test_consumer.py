@@ -1,0 +1,218 @@
+"""The /ws/chat/ consumer against the real ASGI application, real Redis and a real worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import llama_cpp
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from chat.models import Conversation, Message
+from tests.conftest import session_cookie
+from wizweb.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_channel_layer() -> AsyncIterator[None]:
+    # Each test has its own event loop; the layer's Redis pools must not outlive it.
+    yield
+    await get_channel_layer().close_pools()
+
+
+async def connect(user: Any = None, origin: str = "http://testserver") -> WebsocketCommunicator:
+    headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
+    if user is not None:
+        cookie = await sync_to_async(session_cookie)(user)
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+
+
+async def open_socket(user: Any) -> WebsocketCommunicator:
+    socket = await connect(user)
+    connected, _ = await socket.connect()
+    assert connected
+    return socket
+
+
+async def frames_until_done(socket: WebsocketCommunicator, timeout: float = 60) -> list[dict]:
+    frames = []
+    while True:
+        frame = await socket.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] in ("done", "error"):
+            return frames
+
+
+def expected_prompt_tokens(model_path: str, messages: list[dict[str, str]]) -> int:
+    """The prompt's size as llama-cpp-python's own chat path would count it."""
+    llama = llama_cpp.Llama(model_path=model_path, vocab_only=True, verbose=False)
+    eos = llama._model.token_get_text(llama.token_eos())
+    bos = llama._model.token_get_text(llama.token_bos())
+    template = llama.metadata["tokenizer.chat_template"]
+    formatted = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(
+        messages=messages
+    )
+    tokens = llama.tokenize(formatted.prompt.encode(), add_bos=False, special=True)
+    llama.close()
+    return len(tokens)
+
+
+async def test_it_streams_a_real_answer_in_order_and_saves_it(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    prompt = "Name three colours of the rainbow."
+    options = {"seed": 7, "temperature": 0.2, "max_tokens": 60}
+    await socket.send_json_to(
+        {"type": "prompt", "content": prompt, "conversation": None, "options": options,
+         "client_id": "c-1"}
+    )
+    accepted = await socket.receive_json_from(timeout=10)
+    assert accepted["type"] == "accepted"
+    assert accepted["client_id"] == "c-1"
+    assert accepted["queue_position"] >= 1
+    frames = await frames_until_done(socket)
+    await socket.disconnect()
+
+    chunks = [f for f in frames if f["type"] == "chunk"]
+    done = frames[-1]
+    assert done["type"] == "done", frames
+    assert done["message"] == accepted["message"]
+    assert [c["seq"] for c in chunks] == list(range(1, len(chunks) + 1))
+    assert len(chunks) >= 2, "the answer should stream in more than one chunk"
+    assert "".join(c["text"] for c in chunks) == done["content"]
+    assert done["content"].strip()
+    assert done["finish_reason"] in ("stop", "length")
+
+    usage = done["usage"]
+    expected = await sync_to_async(expected_prompt_tokens)(
+        str(default_model.path), [{"role": "user", "content": prompt}]
+    )
+    assert usage["prompt_tokens"] == expected
+    llama = llama_cpp.Llama(model_path=str(default_model.path), vocab_only=True, verbose=False)
+    retokenized = len(llama.tokenize(done["content"].encode(), add_bos=False))
+    # Sampled tokens may differ from a fresh tokenisation of the same text by a merge or two.
+    assert abs(usage["completion_tokens"] - retokenized) <= 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert set(done["timings"]) == {"queue_ms", "ttft_ms", "total_ms", "tokens_per_s"}
+    assert done["timings"]["tokens_per_s"] > 0
+
+    message = await Message.objects.aget(pk=accepted["message"])
+    assert message.state == Message.State.DONE
+    assert message.content == done["content"]
+    assert message.completion_tokens == usage["completion_tokens"]
+    assert message.prompt_tokens == usage["prompt_tokens"]
+    user_message = await Message.objects.aget(pk=accepted["user_message"])
+    assert user_message.content == prompt
+    assert str(message.parent_id) == accepted["user_message"]
+
+
+async def test_it_continues_a_conversation_with_its_history(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    await socket.send_json_to({"type": "prompt", "content": "Hello!", "options": {"seed": 1}})
+    first = await socket.receive_json_from(timeout=10)
+    first_frames = await frames_until_done(socket)
+    await socket.send_json_to(
+        {"type": "prompt", "content": "And again?", "conversation": first["conversation"],
+         "options": {"seed": 1}}
+    )
+    second = await socket.receive_json_from(timeout=10)
+    second_frames = await frames_until_done(socket)
+    await socket.disconnect()
+    assert second["conversation"] == first["conversation"]
+    # The second prompt carries the first exchange, so it is longer than the prompt alone.
+    assert second_frames[-1]["usage"]["prompt_tokens"] > (
+        first_frames[-1]["usage"]["prompt_tokens"] + first_frames[-1]["usage"]["completion_tokens"]
+    )
+    assert await Message.objects.filter(conversation_id=first["conversation"]).acount() == 4
+
+
+async def test_it_closes_an_anonymous_socket(db: None) -> None:
+    socket = await connect(None)
+    connected, _ = await socket.connect()
+    if connected:
+        output = await socket.receive_output(timeout=5)
+        assert output["type"] == "websocket.close"
+    await socket.disconnect()
+
+
+async def test_it_refuses_a_socket_from_another_origin(owner: Any) -> None:
+    socket = await connect(owner, origin="http://evil.example")
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.disconnect()
+
+
+async def test_it_refuses_a_prompt_into_another_users_conversation(
+    owner: Any, outsider: Any, default_model: Any
+) -> None:
+    conversation = await Conversation.objects.acreate(owner=owner, title="private")
+    socket = await open_socket(outsider)
+    await socket.send_json_to(
+        {"type": "prompt", "content": "hi", "conversation": str(conversation.id),
+         "client_id": "x"}
+    )
+    frame = await socket.receive_json_from(timeout=10)
+    assert frame["type"] == "error"
+    assert frame["code"] == "not_found"
+    assert frame["client_id"] == "x"
+    assert await Message.objects.filter(conversation=conversation).acount() == 0
+    await socket.disconnect()
+
+
+MALFORMED = [
+    ("this is not json", "invalid_json"),
+    ("[1, 2, 3]", "invalid_frame"),
+    (json.dumps({"content": "no type"}), "invalid_frame"),
+    (json.dumps({"type": "teleport"}), "unknown_type"),
+    (json.dumps({"type": "prompt", "content": ""}), "empty_prompt"),
+    (json.dumps({"type": "prompt", "content": "   "}), "empty_prompt"),
+    (json.dumps({"type": "prompt", "content": 42}), "empty_prompt"),
+    (json.dumps({"type": "prompt", "content": "x" * 40_000}), "prompt_too_long"),
+    (json.dumps({"type": "prompt", "content": "hi", "conversation": "nope"}), "invalid_frame"),
+    (json.dumps({"type": "prompt", "content": "hi", "options": {"temperature": 9}}),
+     "invalid_options"),
+    (json.dumps({"type": "prompt", "content": "hi", "options": {"warp": 1}}), "invalid_options"),
+    (json.dumps({"type": "prompt", "content": "hi", "options": {"priority": "high"}}),
+     "invalid_options"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), MALFORMED)
+async def test_it_answers_a_malformed_frame_with_an_error_and_stays_open(
+    owner: Any, default_model: Any, raw: str, code: str
+) -> None:
+    socket = await open_socket(owner)
+    await socket.send_to(text_data=raw)
+    frame = await socket.receive_json_from(timeout=10)
+    assert frame["type"] == "error"
+    assert frame["code"] == code
+    assert frame["message"].endswith((".", "?"))
+    await socket.send_json_to({"type": "ping"})
+    assert await socket.receive_json_from(timeout=5) == {"type": "pong"}
+    await socket.disconnect()
+    assert await Message.objects.acount() == 0
+
+
+async def test_it_names_the_bad_option(owner: Any, default_model: Any) -> None:
+    socket = await open_socket(owner)
+    await socket.send_json_to(
+        {"type": "prompt", "content": "hi", "options": {"top_p": 1.5}, "client_id": 3}
+    )
+    frame = await socket.receive_json_from(timeout=10)
+    assert frame["code"] == "invalid_options"
+    assert frame["key"] == "top_p"
+    assert "top_p" in frame["message"]
+    assert frame["client_id"] == 3
+    await socket.disconnect()

@@ -1,0 +1,96 @@
+"""Fixtures: three users (owner, outsider, staff), the default model's row, a real inference
+worker and a real daphne server as subprocesses sharing the test database and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import django_rq
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.test import Client
+from rq import Worker
+
+from models_admin.models import LocalModel
+from models_admin.services import localmodel_register_default
+from tests.processes import (
+    Child,
+    child_env,
+    daphne_command,
+    free_port,
+    http_status,
+    inference_worker_command,
+    wait_for,
+)
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture
+def owner(db: None) -> AbstractUser:
+    return get_user_model().objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def outsider(db: None) -> AbstractUser:
+    return get_user_model().objects.create_user("mallory", password=PASSWORD)
+
+
+@pytest.fixture
+def staff(db: None) -> AbstractUser:
+    return get_user_model().objects.create_user("admin", password=PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def default_model(db: None) -> LocalModel:
+    return localmodel_register_default()
+
+
+def session_cookie(user: AbstractUser) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@pytest.fixture(scope="session")
+def inference_worker(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, log_dir: Path
+) -> Iterator[Child]:
+    """One real inference worker for the whole session: it loads the model once, as in use."""
+    name = "test-inference"
+    child = Child("inference-worker", inference_worker_command(name=name), child_env(), log_dir)
+    connection = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+
+    def registered() -> bool:
+        if child.process.poll() is not None:
+            raise RuntimeError(f"The worker exited:\n{child.output()}")
+        return any(w.name == name for w in Worker.all(connection=connection))
+
+    wait_for(registered, timeout=60, what="the inference worker to register")
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
+    """daphne serving the real ASGI application, on the test database."""
+    port = free_port()
+    child = Child("daphne", daphne_command(port), child_env(), log_dir)
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        if child.process.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{child.output()}")
+        return http_status(f"{url}/healthz") is not None
+
+    wait_for(answering, timeout=60, what="daphne to answer")
+    yield url
+    child.stop()

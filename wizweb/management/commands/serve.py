@@ -1,0 +1,140 @@
+"""`manage.py serve`: everything on one box, supervised.
+
+It prepares the database, the default model and the first admin, then hands over to supervisord
+(the `supervisor` package), which starts the private Redis (when REDIS_URL is unset), daphne, the
+inference workers and the download worker, restarts any that crash, and stops them all on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from models_admin.services import localmodel_register_default
+from wizweb.default_model import DefaultModelError, default_model_fetch
+from wizweb.redis_server import RedisLaunchError, redis_server_command
+
+
+def _program(name: str, command: list[str], *, priority: int, **extra: Any) -> str:
+    lines = [
+        f"[program:{name}]",
+        # supervisord expands %(...)s in its config: literal percent signs must be doubled.
+        "command=" + shlex.join(command).replace("%", "%%"),
+        f"directory={str(settings.BASE_DIR).replace('%', '%%')}",
+        f"priority={priority}",
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=2",
+        "startretries=1000",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "stopwaitsecs=15",
+        "redirect_stderr=true",
+        "stdout_logfile=/dev/stdout",
+        "stdout_logfile_maxbytes=0",
+        "environment=PYTHONUNBUFFERED=\"1\"",
+    ]
+    lines += [f"{key}={value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Command(BaseCommand):
+    help = "Start Wiz Web on this box: Redis (unless REDIS_URL), web server and workers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="0.0.0.0", help="Address to listen on.")
+        parser.add_argument("--port", type=int, default=8000, help="Port to listen on.")
+        parser.add_argument(
+            "--workers", type=int, default=1, help="How many inference workers to start."
+        )
+
+    def handle(self, *args: Any, host: str, port: int, workers: int, **options: Any) -> None:
+        if workers < 0:
+            raise CommandError("--workers must be 0 or more.")
+        call_command("migrate", interactive=False, verbosity=0)
+        self._default_model()
+        self._first_admin()
+        config = self._write_config(host=host, port=port, workers=workers)
+        shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+        self.stdout.write(f"Wiz Web is starting: open http://{shown}:{port}/")
+        if host in ("0.0.0.0", "::"):
+            self.stdout.write(f"On the LAN: http://{socket.gethostname()}:{port}/")
+        self.stdout.write("Press Ctrl-C to stop.")
+        self.stdout.flush()
+        supervisord = Path(sys.executable).with_name("supervisord")
+        os.execv(str(supervisord), [str(supervisord), "--nodaemon", "-c", str(config)])
+
+    def _default_model(self) -> None:
+        try:
+            default_model_fetch(Path(settings.MODELS_DIR))
+        except DefaultModelError as exc:
+            raise CommandError(str(exc)) from None
+        localmodel_register_default()
+
+    def _first_admin(self) -> None:
+        users = get_user_model()
+        if users.objects.exists():
+            return
+        password = secrets.token_urlsafe(12)
+        users.objects.create_superuser("admin", "", password)
+        self.stdout.write(
+            self.style.WARNING(
+                f"First start: created the admin account 'admin' with password {password}\n"
+                "It is shown only this once; change it after you log in."
+            )
+        )
+
+    def _write_config(self, *, host: str, port: int, workers: int) -> Path:
+        run_dir = Path(settings.RUN_DIR)
+        python = sys.executable
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        sections = [
+            "[supervisord]\n"
+            "nodaemon=true\n"
+            f"logfile={run_dir / 'supervisord.log'}\n"
+            f"pidfile={run_dir / 'supervisord.pid'}\n"
+            f"childlogdir={run_dir}\n"
+            "loglevel=warn\n"
+        ]
+        if settings.USE_PRIVATE_REDIS:
+            try:
+                command = redis_server_command(settings.PRIVATE_REDIS_SOCKET, run_dir)
+            except RedisLaunchError as exc:
+                raise CommandError(str(exc)) from None
+            sections.append(_program("redis", command, priority=1))
+        sections.append(
+            _program(
+                "web",
+                [python, "-m", "daphne", "-b", host, "-p", str(port), "wizweb.asgi:application"],
+                priority=10,
+            )
+        )
+        if workers:
+            sections.append(
+                _program(
+                    "inference",
+                    [
+                        python, manage, "rqworker", *settings.GENERATION_QUEUES,
+                        "--worker-class", "wizweb.worker.InferenceWorker",
+                    ],
+                    priority=20,
+                    numprocs=workers,
+                    process_name="%(program_name)s-%(process_num)d",
+                )
+            )
+        sections.append(
+            _program("downloads", [python, manage, "rqworker", settings.DOWNLOAD_QUEUE], priority=20)
+        )
+        config = run_dir / "supervisord.conf"
+        config.write_text("\n".join(sections))
+        return config

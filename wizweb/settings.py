@@ -1,0 +1,197 @@
+"""Django settings: one module, every value read from the environment through typed parsers.
+
+A bad value stops start-up with one line that names the variable (see `EnvError` and
+`manage.py`), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _env_value(name: str, parse: Any, default: Any) -> Any:
+    """Read one variable with django-environ, turning its errors into one line naming it."""
+    try:
+        return parse(name, default=default)
+    except (ValueError, KeyError, ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"{name} is not valid: {exc}") from None
+
+
+def _directory(name: str, default: Path) -> Path:
+    raw = _env_value(name, env.str, str(default))
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = (BASE_DIR / path).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}={raw} cannot be used as a directory: {exc.strerror}."
+        ) from None
+    return path
+
+
+def _secret_key(data_dir: Path) -> str:
+    """The secret key: DJANGO_SECRET_KEY, or one generated once into the data dir."""
+    given = _env_value("DJANGO_SECRET_KEY", env.str, "")
+    if given:
+        return str(given)
+    key_file = data_dir / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+DATA_DIR = _directory("WIZ_DATA_DIR", BASE_DIR / "var")
+MODELS_DIR = _directory("WIZ_MODELS_DIR", DATA_DIR / "models")
+RUN_DIR = DATA_DIR / "run"
+RUN_DIR.mkdir(exist_ok=True)
+
+SECRET_KEY = _secret_key(DATA_DIR)
+DEBUG = _env_value("DJANGO_DEBUG", env.bool, False)
+ALLOWED_HOSTS: list[str] = _env_value("DJANGO_ALLOWED_HOSTS", env.list, ["*"])
+
+# Redis: REDIS_URL, or the private redis-server that `serve` (and the tests) start on a unix
+# socket under the data dir, so nothing listens on the LAN and no port can clash.
+PRIVATE_REDIS_SOCKET = RUN_DIR / "redis.sock"
+REDIS_URL: str = _env_value("REDIS_URL", env.str, "")
+USE_PRIVATE_REDIS = not REDIS_URL
+if USE_PRIVATE_REDIS:
+    REDIS_URL = f"unix://{PRIVATE_REDIS_SOCKET}"
+elif not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        f"REDIS_URL is not valid: {REDIS_URL!r} must start with redis://, rediss:// or unix://."
+    )
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "wizweb",
+    "chat",
+    "models_admin",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+]
+
+ROOT_URLCONF = "wizweb.urls"
+ASGI_APPLICATION = "wizweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite in WAL mode with a busy timeout by default (workers and the web process write at the
+# same time); PostgreSQL, or anything Django speaks, through DATABASE_URL.
+_default_db = f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
+DATABASES = {"default": _env_value("DATABASE_URL", env.db_url, _default_db)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    # Tests share their database with worker and server subprocesses, so it must be a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve straight from the app and static/ folders: no collectstatic step before `serve`.
+WHITENOISE_USE_FINDERS = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            # channels-redis silently drops messages past `capacity` unread ones per channel;
+            # chunks are coalesced, but a slow browser must still not lose any.
+            "capacity": 2000,
+            "expiry": 120,
+        },
+    }
+}
+
+# The generation queues, in the order a worker serves them: strict priority.
+GENERATION_QUEUES = ["generate-high", "generate", "generate-low"]
+DOWNLOAD_QUEUE = "downloads"
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}
+    for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE]
+}
+
+# Generation limits.
+WIZ_MAX_PROMPT_CHARS: int = _env_value("WIZ_MAX_PROMPT_CHARS", env.int, 32_000)
+WIZ_MAX_CONTEXT: int = _env_value("WIZ_MAX_CONTEXT", env.int, 8192)
+WIZ_DEFAULT_MAX_TOKENS: int = _env_value("WIZ_DEFAULT_MAX_TOKENS", env.int, 512)
+WIZ_THREADS: int = _env_value("WIZ_THREADS", env.int, 0)  # 0: llama.cpp's own choice
+# How long chunks are gathered before one frame is sent (seconds).
+WIZ_CHUNK_INTERVAL: float = _env_value("WIZ_CHUNK_INTERVAL", env.float, 0.04)
+
+HEALTHZ_WORKER_TTL = 60
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

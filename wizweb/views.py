@@ -1,0 +1,56 @@
+"""Project-level views: the health check."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import django_rq
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+from rq import Worker
+
+
+def _check_db() -> dict[str, Any]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        redis = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+        started = time.perf_counter()
+        redis.ping()
+        redis_state = {"ok": True, "ping_ms": round((time.perf_counter() - started) * 1000, 2)}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}, {"ok": False, "error": "Redis is down."}
+    workers = Worker.all(connection=redis)
+    inference = [w for w in workers if set(w.queue_names()) & set(settings.GENERATION_QUEUES)]
+    downloads = [w for w in workers if settings.DOWNLOAD_QUEUE in w.queue_names()]
+    worker_state = {
+        "ok": bool(inference) and bool(downloads),
+        "inference": [{"name": w.name, "state": w.get_state()} for w in inference],
+        "downloads": [{"name": w.name, "state": w.get_state()} for w in downloads],
+    }
+    if not worker_state["ok"]:
+        worker_state["error"] = "No inference worker is running." if not inference else (
+            "No download worker is running."
+        )
+    return redis_state, worker_state
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    db = _check_db()
+    redis_state, workers = _check_redis_and_workers()
+    healthy = db["ok"] and redis_state["ok"] and workers["ok"]
+    body = {"ok": healthy, "db": db, "redis": redis_state, "workers": workers}
+    return JsonResponse(body, status=200 if healthy else 503)
