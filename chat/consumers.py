@@ -7,16 +7,16 @@ import json
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from asgiref.sync import sync_to_async
 from django.conf import settings
-import django_rq
 
 from chat import services
 from chat.models import Message
 from chat.options import InvalidOptions, options_parse
 from chat.streams import chunk_log_read, message_group, user_group
+from wizweb.redis_server import redis_connection
 
 MAX_FRAME_BYTES = 256 * 1024
 
@@ -170,7 +170,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         The socket is already in the message's group, so whatever is logged after this read
         arrives as live frames; `chat_frame` drops the ones already sent here.
         """
-        connection = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+        connection = redis_connection()
         after = self.last_seq.get(message_id, 0)
         chunks = await sync_to_async(chunk_log_read, thread_sensitive=False)(
             connection, message_id, after

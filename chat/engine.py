@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -109,7 +108,8 @@ def _partial_stop_len(text: str, stops: tuple[str, ...]) -> int:
 class Engine:
     def __init__(self, llama: llama_cpp.Llama, *, chat_template: str = "") -> None:
         self.llama = llama
-        self.n_ctx = llama.n_ctx()
+        # llama.cpp may round the context up; llama-cpp-python's token buffer keeps the size asked.
+        self.n_ctx = min(llama.n_ctx(), len(llama.input_ids))
         model = llama._model
         eos_id, bos_id = llama.token_eos(), llama.token_bos()
         self._vocab = model.vocab

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rq import get_current_job
 
 from chat.generation import generation_run
-from chat.options import options_parse
 from chat.models import Message
+from chat.options import options_parse
 from wizweb.channels_sender import channel_sender
 
 

@@ -33,9 +33,7 @@ class GenerationOptions:
     given: dict[str, Any] = field(default_factory=dict)
 
 
-def _number(
-    key: str, value: Any, low: float, high: float, *, integer: bool = False
-) -> float | int:
+def _number(key: str, value: Any, low: float, high: float, *, integer: bool = False) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidOptions(key, "must be a number.")
     if integer and not (isinstance(value, int) or float(value).is_integer()):
@@ -83,10 +81,10 @@ def _grammar_from_response_format(value: Any) -> str | None:
         try:
             return json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:  # the converter raises bare Exceptions on bad schemas
-            raise InvalidOptions("response_format", f"the JSON schema cannot be used: {exc}")
-    raise InvalidOptions(
-        "response_format", 'type must be "text", "json_object" or "json_schema".'
-    )
+            raise InvalidOptions(
+                "response_format", f"the JSON schema cannot be used: {exc}"
+            ) from None
+    raise InvalidOptions("response_format", 'type must be "text", "json_object" or "json_schema".')
 
 
 def _grammar(value: Any) -> str:

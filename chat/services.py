@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 
@@ -9,13 +10,14 @@ import django_rq
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from rq.job import Job
 from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from chat.models import Conversation, Message
 from chat.options import GenerationOptions
 from chat.streams import abort_key
 from models_admin.models import LocalModel
+from wizweb.redis_server import redis_connection
 
 TITLE_LENGTH = 60
 QUEUE_BY_PRIORITY = dict(zip(("high", "normal", "low"), settings.GENERATION_QUEUES, strict=True))
@@ -134,12 +136,11 @@ def message_abort(*, user: AbstractBaseUser, message_id: uuid.UUID) -> Message:
             was_queued = True
         else:
             was_queued = False
-    connection = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+    connection = redis_connection()
     if was_queued:
-        try:
+        # Gone already, or not enqueued yet: the job skips a message that is not queued.
+        with contextlib.suppress(NoSuchJobError):
             Job.fetch(str(message.id), connection=connection).cancel()
-        except NoSuchJobError:
-            pass  # not enqueued yet or already gone; the job skips a message that is not queued
     elif message.state == Message.State.RUNNING:
         connection.set(abort_key(message.id), 1, ex=3600)
     return message

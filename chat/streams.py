@@ -69,7 +69,9 @@ class MessageStream:
 
     def started(self, *, model: str, worker: str) -> None:
         self.connection.delete(self.log_key)
-        self.frame({"type": "started", "message": self.message_id, "model": model, "worker": worker})
+        self.frame(
+            {"type": "started", "message": self.message_id, "model": model, "worker": worker}
+        )
 
     def text(self, text: str) -> None:
         self._buffer.append(text)

@@ -18,7 +18,9 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
         conversation = selectors.conversation_get(
             user=request.user, conversation_id=conversation_id
         )
-        messages = [m.as_frame() for m in selectors.conversation_messages(conversation=conversation)]
+        messages = [
+            m.as_frame() for m in selectors.conversation_messages(conversation=conversation)
+        ]
     conversations = selectors.conversation_list(user=request.user)[: selectors.SIDEBAR_PAGE]
     models = LocalModel.objects.filter(state=LocalModel.State.READY)
     return render(

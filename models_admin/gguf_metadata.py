@@ -3,6 +3,7 @@ parameter count) without loading its weights, through the `gguf` package of llam
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,23 @@ def _field(reader: Any, key: str) -> Any:
 
 def gguf_read_metadata(path: Path) -> dict[str, Any]:
     """The header facts the admin page and the runtime need."""
+    gguf_check_magic(path)
+    stat = path.stat()
+    return dict(_read_metadata(path.resolve(), stat.st_size, stat.st_mtime_ns))
+
+
+# GGUFReader parses every field, the tokenizer's arrays too (a few seconds for a big vocabulary):
+# remember the answer for a file that has not changed.
+@functools.lru_cache(maxsize=64)
+def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
     import gguf
 
-    gguf_check_magic(path)
     try:
         reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise NotGGUF(f"{path.name} is not a readable GGUF file: {exc}") from exc
+    except Exception as exc:  # the reader fails with IndexError, ValueError... on a cut file
+        raise NotGGUF(
+            f"{path.name} is not a readable GGUF file ({exc}); download it again."
+        ) from None
     arch = _field(reader, "general.architecture") or ""
     file_type = _field(reader, "general.file_type")
     quantization = ""

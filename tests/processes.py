@@ -75,8 +75,13 @@ class Child:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     @property
@@ -100,11 +105,25 @@ class Child:
 
 def inference_worker_command(*, name: str) -> list[str]:
     return [
-        sys.executable, MANAGE, "rqworker", *settings.GENERATION_QUEUES,
-        "--worker-class", "wizweb.worker.InferenceWorker", "--name", name,
+        sys.executable,
+        MANAGE,
+        "rqworker",
+        *settings.GENERATION_QUEUES,
+        "--worker-class",
+        "wizweb.worker.InferenceWorker",
+        "--name",
+        name,
     ]
 
 
 def daphne_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-            "wizweb.asgi:application"]
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "wizweb.asgi:application",
+    ]

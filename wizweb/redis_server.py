@@ -7,6 +7,7 @@ ships, so a machine with no Redis installed still works.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import time
@@ -73,7 +74,9 @@ def redis_wait_ready(url: str, timeout: float = 10.0) -> None:
             return
         except (redis.ConnectionError, FileNotFoundError, OSError):
             if time.monotonic() > deadline:
-                raise RedisLaunchError(f"Redis did not answer at {url} within {timeout:.0f} s.")
+                raise RedisLaunchError(
+                    f"Redis did not answer at {url} within {timeout:.0f} s."
+                ) from None
             time.sleep(0.05)
 
 
@@ -112,3 +115,15 @@ class PrivateRedis:
             self.process.wait()
         self.process = None
         self.socket_path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _connection_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def redis_connection() -> redis.Redis:
+    """The shared connection (pool) to the Redis the settings name, for live state."""
+    from django.conf import settings
+
+    return _connection_for(settings.REDIS_URL)

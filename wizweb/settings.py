@@ -26,6 +26,18 @@ def _env_value(name: str, parse: Any, default: Any) -> Any:
         raise ImproperlyConfigured(f"{name} is not valid: {exc}") from None
 
 
+def _strict_bool(name: str, default: bool) -> bool:
+    # django-environ reads any unknown word as False; a typo must not silently turn a flag off.
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} is not valid: {raw!r} is not one of true/false/1/0.")
+
+
 def _directory(name: str, default: Path) -> Path:
     raw = _env_value(name, env.str, str(default))
     path = Path(raw).expanduser()
@@ -58,7 +70,7 @@ RUN_DIR = DATA_DIR / "run"
 RUN_DIR.mkdir(exist_ok=True)
 
 SECRET_KEY = _secret_key(DATA_DIR)
-DEBUG = _env_value("DJANGO_DEBUG", env.bool, False)
+DEBUG = _strict_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS: list[str] = _env_value("DJANGO_ALLOWED_HOSTS", env.list, ["*"])
 
 # Redis: REDIS_URL, or the private redis-server that `serve` (and the tests) start on a unix
@@ -123,6 +135,13 @@ TEMPLATES = [
 # same time); PostgreSQL, or anything Django speaks, through DATABASE_URL.
 _default_db = f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
 DATABASES = {"default": _env_value("DATABASE_URL", env.db_url, _default_db)}
+if DATABASES["default"]["ENGINE"] not in (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not valid: use postgres://user@host:port/name or sqlite:////path/db."
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import django_rq
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from rq import Worker
+
+from wizweb.redis_server import redis_connection
 
 
 def _check_db() -> dict[str, Any]:
@@ -25,7 +26,7 @@ def _check_db() -> dict[str, Any]:
 
 def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
     try:
-        redis = django_rq.get_connection(settings.GENERATION_QUEUES[1])
+        redis = redis_connection()
         started = time.perf_counter()
         redis.ping()
         redis_state = {"ok": True, "ping_ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -40,8 +41,10 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
         "downloads": [{"name": w.name, "state": w.get_state()} for w in downloads],
     }
     if not worker_state["ok"]:
-        worker_state["error"] = "No inference worker is running." if not inference else (
-            "No download worker is running."
+        worker_state["error"] = (
+            "No inference worker is running."
+            if not inference
+            else ("No download worker is running.")
         )
     return redis_state, worker_state
 

@@ -47,7 +47,7 @@ function describe(message) {
 
 function showFinished(view, frame) {
   view.content.textContent = frame.content;
-  view.meta.textContent = describe(frame);
+  view.meta.textContent = describe({ ...frame, model: frame.model || view.model });
   view.item.classList.remove("streaming");
   if (frame.finish_reason === "error") {
     view.item.classList.add("failed");
@@ -120,7 +120,9 @@ const handlers = {
   },
   started(frame) {
     const view = views.get(frame.message);
-    if (view) view.meta.textContent = `${frame.model} is answering…`;
+    if (!view) return;
+    view.model = frame.model;
+    view.meta.textContent = `${frame.model} is answering…`;
   },
   chunk(frame) {
     const view = views.get(frame.message);

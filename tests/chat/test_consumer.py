@@ -73,8 +73,13 @@ async def test_it_streams_a_real_answer_in_order_and_saves_it(
     prompt = "Name three colours of the rainbow."
     options = {"seed": 7, "temperature": 0.2, "max_tokens": 60}
     await socket.send_json_to(
-        {"type": "prompt", "content": prompt, "conversation": None, "options": options,
-         "client_id": "c-1"}
+        {
+            "type": "prompt",
+            "content": prompt,
+            "conversation": None,
+            "options": options,
+            "client_id": "c-1",
+        }
     )
     accepted = await socket.receive_json_from(timeout=10)
     assert accepted["type"] == "accepted"
@@ -124,8 +129,12 @@ async def test_it_continues_a_conversation_with_its_history(
     first = await socket.receive_json_from(timeout=10)
     first_frames = await frames_until_done(socket)
     await socket.send_json_to(
-        {"type": "prompt", "content": "And again?", "conversation": first["conversation"],
-         "options": {"seed": 1}}
+        {
+            "type": "prompt",
+            "content": "And again?",
+            "conversation": first["conversation"],
+            "options": {"seed": 1},
+        }
     )
     second = await socket.receive_json_from(timeout=10)
     second_frames = await frames_until_done(socket)
@@ -160,8 +169,7 @@ async def test_it_refuses_a_prompt_into_another_users_conversation(
     conversation = await Conversation.objects.acreate(owner=owner, title="private")
     socket = await open_socket(outsider)
     await socket.send_json_to(
-        {"type": "prompt", "content": "hi", "conversation": str(conversation.id),
-         "client_id": "x"}
+        {"type": "prompt", "content": "hi", "conversation": str(conversation.id), "client_id": "x"}
     )
     frame = await socket.receive_json_from(timeout=10)
     assert frame["type"] == "error"
@@ -181,11 +189,15 @@ MALFORMED = [
     (json.dumps({"type": "prompt", "content": 42}), "empty_prompt"),
     (json.dumps({"type": "prompt", "content": "x" * 40_000}), "prompt_too_long"),
     (json.dumps({"type": "prompt", "content": "hi", "conversation": "nope"}), "invalid_frame"),
-    (json.dumps({"type": "prompt", "content": "hi", "options": {"temperature": 9}}),
-     "invalid_options"),
+    (
+        json.dumps({"type": "prompt", "content": "hi", "options": {"temperature": 9}}),
+        "invalid_options",
+    ),
     (json.dumps({"type": "prompt", "content": "hi", "options": {"warp": 1}}), "invalid_options"),
-    (json.dumps({"type": "prompt", "content": "hi", "options": {"priority": "high"}}),
-     "invalid_options"),
+    (
+        json.dumps({"type": "prompt", "content": "hi", "options": {"priority": "high"}}),
+        "invalid_options",
+    ),
 ]
 
 

@@ -42,7 +42,7 @@ def _program(name: str, command: list[str], *, priority: int, **extra: Any) -> s
         "redirect_stderr=true",
         "stdout_logfile=/dev/stdout",
         "stdout_logfile_maxbytes=0",
-        "environment=PYTHONUNBUFFERED=\"1\"",
+        'environment=PYTHONUNBUFFERED="1"',
     ]
     lines += [f"{key}={value}" for key, value in extra.items()]
     return "\n".join(lines) + "\n"
@@ -57,14 +57,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=1, help="How many inference workers to start."
         )
+        parser.add_argument(
+            "--prepare-only",
+            action="store_true",
+            help="Migrate, fetch the default model and create the first admin, then exit.",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, workers: int, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, workers: int, prepare_only: bool, **options: Any
+    ) -> None:
         if workers < 0:
             raise CommandError("--workers must be 0 or more.")
+        if not 0 < port < 65536:
+            raise CommandError("--port must be between 1 and 65535.")
         call_command("migrate", interactive=False, verbosity=0)
         self._default_model()
         self._first_admin()
         config = self._write_config(host=host, port=port, workers=workers)
+        if prepare_only:
+            self.stdout.write(f"Prepared; supervisord's configuration is {config}.")
+            return
         shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
         self.stdout.write(f"Wiz Web is starting: open http://{shown}:{port}/")
         if host in ("0.0.0.0", "::"):
@@ -124,8 +136,12 @@ class Command(BaseCommand):
                 _program(
                     "inference",
                     [
-                        python, manage, "rqworker", *settings.GENERATION_QUEUES,
-                        "--worker-class", "wizweb.worker.InferenceWorker",
+                        python,
+                        manage,
+                        "rqworker",
+                        *settings.GENERATION_QUEUES,
+                        "--worker-class",
+                        "wizweb.worker.InferenceWorker",
                     ],
                     priority=20,
                     numprocs=workers,
@@ -133,7 +149,9 @@ class Command(BaseCommand):
                 )
             )
         sections.append(
-            _program("downloads", [python, manage, "rqworker", settings.DOWNLOAD_QUEUE], priority=20)
+            _program(
+                "downloads", [python, manage, "rqworker", settings.DOWNLOAD_QUEUE], priority=20
+            )
         )
         config = run_dir / "supervisord.conf"
         config.write_text("\n".join(sections))

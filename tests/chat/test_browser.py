@@ -1,0 +1,122 @@
+"""The chat page in a real browser (Debian's chromium through Playwright) against daphne and a
+real worker: log in, send a prompt, watch it stream, reload and find it again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, WebSocket, expect, sync_playwright
+
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def page(owner: Any, default_model: Any) -> Iterator[Page]:
+    # Playwright's sync API runs an event loop in this thread; the rows the test needs exist
+    # already, and Django must not refuse the fixtures' teardown queries because of that loop.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        yield context.new_page()
+        context.close()
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def log_in(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_label("Message")).to_be_visible()
+
+
+def test_it_streams_an_answer_and_keeps_it_after_a_reload(
+    page: Page, web_server: str, inference_worker: Any
+) -> None:
+    received: list[dict[str, Any]] = []
+    arrival: list[float] = []
+
+    def watch(socket: WebSocket) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            received.append(json.loads(payload))
+            arrival.append(time.perf_counter())
+
+        socket.on("framereceived", on_frame)
+
+    page.on("websocket", watch)
+    log_in(page, web_server)
+    expect(page.locator("body[data-connected=true]")).to_be_attached()
+
+    prompt = page.get_by_label("Message")
+    prompt.fill("Write two sentences about the moon.")
+    sent_at = time.perf_counter()
+    prompt.press("Enter")
+
+    answer = page.locator("li.message.assistant").last
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    shown = answer.locator(".content").inner_text()
+    chunks = [f for f in received if f["type"] == "chunk"]
+    done = next(f for f in received if f["type"] == "done")
+    assert len(chunks) >= 2, "the answer arrived in one piece, not streamed"
+    assert "".join(c["text"] for c in chunks) == done["content"]
+    assert shown.strip() == done["content"].strip()
+    assert shown.strip()
+    meta = answer.locator(".meta").inner_text()
+    assert f"{done['usage']['completion_tokens']} tokens" in meta
+
+    first_chunk_at = arrival[received.index(chunks[0])]
+    print(
+        f"\nbrowser: time to first token {(first_chunk_at - sent_at) * 1000:.0f} ms, "
+        f"{done['timings']['tokens_per_s']:.1f} tokens/s on the worker"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-desktop.png"), full_page=True)
+
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    page.reload()
+    again = page.locator("li.message.assistant").last
+    expect(again).to_have_attribute("data-state", "done")
+    assert again.locator(".content").inner_text().strip() == done["content"].strip()
+    expect(page.locator("li.message.user").last).to_have_text("Write two sentences about the moon.")
+    expect(page.locator("#conversation-list li.current")).to_contain_text("Write two sentences")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(ARTIFACTS / "chat-phone.png"), full_page=True)
+    expect(page.get_by_label("Message")).to_be_visible()
+
+
+def test_it_shows_html_in_model_output_as_text(
+    page: Page, web_server: str, inference_worker: Any
+) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page, web_server)
+    expect(page.locator("body[data-connected=true]")).to_be_attached()
+    xss = "<img src=x onerror=alert(1)> say hi"
+    prompt = page.get_by_label("Message")
+    prompt.fill(xss)
+    prompt.press("Enter")
+    expect(page.locator("li.message.assistant").last).to_have_attribute(
+        "data-state", "done", timeout=60_000
+    )
+    expect(page.locator("li.message.user").last).to_have_text(xss)
+    page.reload()
+    expect(page.locator("li.message.user").last).to_have_text(xss)
+    assert page.locator("li.message img").count() == 0
+    assert dialogs == []

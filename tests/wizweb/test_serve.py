@@ -1,0 +1,108 @@
+"""`manage.py serve` end to end: its own Redis, daphne and workers, supervised and stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.processes import MANAGE, Child, free_port, wait_for
+
+
+def healthz(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            return json.load(response)
+    except OSError:
+        return None
+
+
+def inference_worker_names(url: str) -> set[str]:
+    state = healthz(url)
+    return {w["name"] for w in state["workers"]["inference"]} if state else set()
+
+
+@pytest.mark.timeout(240)
+def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(WIZ_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    serve = Child("serve", [sys.executable, MANAGE, "serve", "--port", str(port)], env, tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: (healthz(url) or {}).get("ok"), timeout=120, what="a healthy /healthz")
+        output = serve.output()
+        assert f"http://localhost:{port}/" in output
+        assert re.search(r"admin account 'admin' with password \S+", output)
+        assert (tmp_path / "data" / "run" / "redis.sock").exists(), "the private Redis is used"
+        state = healthz(url)
+        assert state["db"]["ok"] and state["redis"]["ok"] and state["workers"]["ok"]
+
+        # A crashed worker is started again.
+        before = inference_worker_names(url)
+        (old_worker,) = [
+            p
+            for p in psutil.Process(serve.pid).children(recursive=True)
+            if "wizweb.worker.InferenceWorker" in " ".join(p.cmdline())
+        ]
+        old_worker.kill()
+        wait_for(
+            lambda: inference_worker_names(url) - before,
+            timeout=60,
+            what="a new inference worker after the old one was killed",
+        )
+
+        children = psutil.Process(serve.pid).children(recursive=True)
+        assert len(children) >= 4, [c.cmdline() for c in children]
+    finally:
+        started = time.monotonic()
+        code = serve.stop(signal.SIGINT, timeout=60)
+    assert time.monotonic() - started < 60
+    assert code == 0, serve.output()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [p.pid for p in alive]
+
+
+def run_serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(WIZ_DATA_DIR=str(tmp_path / "data"))
+    return subprocess.run(
+        [sys.executable, MANAGE, "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_it_prints_the_admin_password_only_on_the_first_start(tmp_path: Path) -> None:
+    first = run_serve(tmp_path, "--prepare-only")
+    assert first.returncode == 0, first.stderr
+    assert "admin account 'admin' with password" in first.stdout
+    second = run_serve(tmp_path, "--prepare-only")
+    assert second.returncode == 0, second.stderr
+    assert "password" not in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--workers", "-1"], "--workers must be 0 or more."),
+        (["--port", "70000"], "--port must be between 1 and 65535."),
+    ],
+)
+def test_it_refuses_bad_arguments_with_one_clear_line(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    result = run_serve(tmp_path, *args)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"CommandError: {error}"
