@@ -61,7 +61,8 @@ class MessageStream:
         self.log_key = chunk_log_key(message_id)
         self.interval = settings.WIZ_CHUNK_INTERVAL
         self._buffer: list[str] = []
-        self._last_flush = time.monotonic()
+        # The first text goes out at once: time to first token is what people notice.
+        self._last_flush = 0.0
         self.aborted = False
 
     def frame(self, frame: dict[str, Any]) -> None:

@@ -228,3 +228,117 @@ async def test_it_names_the_bad_option(owner: Any, default_model: Any) -> None:
     assert "top_p" in frame["message"]
     assert frame["client_id"] == 3
     await socket.disconnect()
+
+
+LONG_PROMPT = "Write a very long essay about the history of rivers, with many details."
+
+
+async def send_prompt(socket: WebsocketCommunicator, content: str, **options: Any) -> dict:
+    await socket.send_json_to({"type": "prompt", "content": content, "options": options})
+    accepted = await socket.receive_json_from(timeout=10)
+    assert accepted["type"] == "accepted", accepted
+    return accepted
+
+
+async def next_of_type(socket: WebsocketCommunicator, kind: str, message: str) -> dict:
+    while True:
+        frame = await socket.receive_json_from(timeout=60)
+        if frame["type"] == kind and frame.get("message") == message:
+            return frame
+
+
+async def test_it_aborts_a_running_generation_and_keeps_its_text(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, LONG_PROMPT, max_tokens=500, seed=3)
+    message_id = accepted["message"]
+    chunks = [await next_of_type(socket, "chunk", message_id)]
+    await socket.send_json_to({"type": "abort", "message": message_id})
+    frames = await frames_until_done(socket)
+    await socket.disconnect()
+    chunks += [f for f in frames if f["type"] == "chunk"]
+    done = frames[-1]
+    assert done["finish_reason"] == "aborted"
+    assert done["content"] == "".join(c["text"] for c in chunks)
+    assert done["usage"]["completion_tokens"] < 500
+    message = await Message.objects.aget(pk=message_id)
+    assert message.state == Message.State.ABORTED
+    assert message.content == done["content"]
+
+
+async def test_it_takes_an_aborted_prompt_off_the_queue(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    busy = await send_prompt(socket, LONG_PROMPT, max_tokens=500, seed=3)
+    await next_of_type(socket, "started", busy["message"])
+    waiting = await send_prompt(socket, "Hello?", seed=3)
+    assert waiting["queue_position"] == 1
+    await socket.send_json_to({"type": "abort", "message": waiting["message"]})
+    done = await next_of_type(socket, "done", waiting["message"])
+    assert done["finish_reason"] == "aborted"
+    assert done["content"] == ""
+    await socket.send_json_to({"type": "abort", "message": busy["message"]})
+    await next_of_type(socket, "done", busy["message"])
+    await socket.disconnect()
+    message = await Message.objects.aget(pk=waiting["message"])
+    assert message.state == Message.State.ABORTED
+    assert message.started_at is None, "the worker must not run an aborted job"
+
+
+async def test_it_refuses_to_abort_another_users_message(
+    owner: Any, outsider: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, "Hi", max_tokens=20, seed=1)
+    intruder = await open_socket(outsider)
+    await intruder.send_json_to({"type": "abort", "message": accepted["message"]})
+    error = await intruder.receive_json_from(timeout=10)
+    assert error["type"] == "error"
+    assert error["code"] == "not_found"
+    done = await next_of_type(socket, "done", accepted["message"])
+    assert done["finish_reason"] in ("stop", "length")
+    await socket.disconnect()
+    await intruder.disconnect()
+
+
+async def test_it_resumes_an_answer_after_a_disconnect_without_gap_or_repeat(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, LONG_PROMPT, max_tokens=200, seed=5)
+    message_id = accepted["message"]
+    seen = [await next_of_type(socket, "chunk", message_id) for _ in range(2)]
+    await socket.disconnect()
+
+    again = await open_socket(owner)
+    await again.send_json_to({"type": "subscribe", "message": message_id, "after": 2})
+    frames = await frames_until_done(again)
+    await again.disconnect()
+    rest = [f for f in frames if f["type"] == "chunk"]
+    assert [c["seq"] for c in seen + rest] == list(range(1, len(seen) + len(rest) + 1))
+    done = frames[-1]
+    assert "".join(c["text"] for c in seen + rest) == done["content"]
+    message = await Message.objects.aget(pk=message_id)
+    assert message.state == Message.State.DONE
+    assert message.content == done["content"]
+
+
+async def test_it_replays_a_finished_answer_to_a_subscriber(
+    owner: Any, outsider: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, "Say hello.", max_tokens=30, seed=2)
+    done = await next_of_type(socket, "done", accepted["message"])
+    await socket.send_json_to({"type": "subscribe", "message": accepted["message"], "after": 0})
+    frames = await frames_until_done(socket)
+    assert "".join(f["text"] for f in frames if f["type"] == "chunk") == done["content"]
+    assert frames[-1] == done
+    await socket.disconnect()
+
+    intruder = await open_socket(outsider)
+    await intruder.send_json_to({"type": "subscribe", "message": accepted["message"], "after": 0})
+    error = await intruder.receive_json_from(timeout=10)
+    assert error["code"] == "not_found"
+    await intruder.disconnect()
