@@ -26,8 +26,7 @@ browser:
 run: install model
 	$(PY) manage.py serve $(ARGS)
 
-test: install model browser
-	$(VENV)/bin/ruff check .
+test: lint model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -13,11 +13,11 @@ from chat.models import Conversation, Message
 SIDEBAR_PAGE = 50
 
 
-def conversation_list(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
+def conversation_list(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).order_by("-updated_at")
 
 
-def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID) -> Conversation:
+def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:
     """The user's own conversation, or 404 (another user's id looks like a missing one)."""
     conversation = Conversation.objects.filter(owner=user, pk=conversation_id).first()
     if conversation is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import django_rq
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -39,7 +39,7 @@ class Accepted:
     queue_position: int
 
 
-def max_priority_for(user: AbstractBaseUser) -> str:
+def max_priority_for(user: User) -> str:
     return "high" if getattr(user, "is_staff", False) else "normal"
 
 
@@ -85,7 +85,7 @@ def _enqueue(message: Message, priority: str) -> None:
 @transaction.atomic
 def prompt_submit(
     *,
-    user: AbstractBaseUser,
+    user: User,
     conversation_id: uuid.UUID | None,
     content: str,
     options: GenerationOptions,
@@ -96,11 +96,12 @@ def prompt_submit(
         conversation = Conversation.objects.create(owner=user, title=_title_from(content))
         parent = None
     else:
-        conversation = (
+        found = (
             Conversation.objects.select_for_update().filter(owner=user, pk=conversation_id).first()
         )
-        if conversation is None:
+        if found is None:
             raise ChatError("not_found", "That conversation does not exist or is not yours.")
+        conversation = found
         parent = conversation.messages.order_by("-created_at").first()
     stored_options = dict(options.given)
     stored_options["model"] = model.name
@@ -121,7 +122,7 @@ def prompt_submit(
     return Accepted(conversation, user_message, message, queue_position(message))
 
 
-def message_abort(*, user: AbstractBaseUser, message_id: uuid.UUID) -> Message:
+def message_abort(*, user: User, message_id: uuid.UUID) -> Message:
     """Stop a generation: a queued one leaves the queue, a running one stops at its next chunk."""
     with transaction.atomic():
         message = (

@@ -46,7 +46,7 @@ def abort_key(message_id: uuid.UUID | str) -> str:
 
 def chunk_log_read(connection: redis.Redis, message_id: uuid.UUID | str, after: int) -> list[str]:
     """The chunks with seq > after, in order (the first has seq after + 1)."""
-    raw = connection.lrange(chunk_log_key(message_id), after, -1)
+    raw: list[bytes] = connection.lrange(chunk_log_key(message_id), after, -1)  # type: ignore[assignment]
     return [item.decode("utf-8") for item in raw]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -12,16 +13,16 @@ from models_admin.models import LocalModel
 
 
 def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
+    user = request.user
+    assert isinstance(user, User)  # LoginRequiredMiddleware lets no anonymous user through
     conversation = None
     messages = []
     if conversation_id is not None:
-        conversation = selectors.conversation_get(
-            user=request.user, conversation_id=conversation_id
-        )
+        conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
         messages = [
             m.as_frame() for m in selectors.conversation_messages(conversation=conversation)
         ]
-    conversations = selectors.conversation_list(user=request.user)[: selectors.SIDEBAR_PAGE]
+    conversations = selectors.conversation_list(user=user)[: selectors.SIDEBAR_PAGE]
     models = LocalModel.objects.filter(state=LocalModel.State.READY)
     return render(
         request,
