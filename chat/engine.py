@@ -70,6 +70,14 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Trimmed:
+    """Earlier turns left out so that the prompt fits the context window."""
+
+    turns: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
 
@@ -83,6 +91,8 @@ class Finished:
     prompt_ms: float
     generation_ms: float
     seed: int
+    cached_tokens: int = 0  # leading prompt tokens reused from the previous generation
+    trimmed: Trimmed | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -123,16 +133,56 @@ class Engine:
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The tokens the model will read for this request, response prefix included."""
         if request.messages is not None:
-            formatted = self._formatter(messages=request.messages)  # type: ignore[arg-type]
-            tokens = self.llama.tokenize(
-                formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-            )
-        else:
-            tokens = self.llama.tokenize((request.prompt or "").encode("utf-8"), add_bos=True)
-        prefix = request.sampling.response_prefix
-        if prefix:
-            tokens += self.llama.tokenize(prefix.encode("utf-8"), add_bos=False)
-        return tokens
+            return self._chat_tokens(request.messages, request.sampling.response_prefix)
+        tokens = self.llama.tokenize((request.prompt or "").encode("utf-8"), add_bos=True)
+        return tokens + self._prefix_tokens(request.sampling.response_prefix)
+
+    def _prefix_tokens(self, prefix: str) -> list[int]:
+        return self.llama.tokenize(prefix.encode("utf-8"), add_bos=False) if prefix else []
+
+    def _chat_tokens(self, messages: list[dict[str, str]], prefix: str) -> list[int]:
+        formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
+        tokens = self.llama.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens + self._prefix_tokens(prefix)
+
+    def fit(self, request: GenerationRequest) -> tuple[list[int], Trimmed | None]:
+        """The prompt's tokens, leaving room for an answer in the context window.
+
+        Policy: the system prompt and the newest turn always stay; the oldest other turns are
+        left out, one message at a time, until the prompt leaves room for `max_tokens` (or a
+        quarter of the window, whichever is smaller). A newest turn that cannot fit even alone
+        raises PromptTooLong.
+        """
+        sampling = request.sampling
+        room = min(sampling.max_tokens, self.n_ctx // 4)
+        tokens = self.prompt_tokens(request)
+        if request.messages is None or len(tokens) + room <= self.n_ctx:
+            if len(tokens) >= self.n_ctx:
+                raise PromptTooLong(len(tokens), self.n_ctx)
+            return tokens, None
+        full = len(tokens)
+        system = [m for m in request.messages[:1] if m["role"] == "system"]
+        turns = request.messages[len(system) :]
+        dropped = 0
+        while len(turns) > 1 and len(tokens) + room > self.n_ctx:
+            turns = turns[1:]
+            dropped += 1
+            tokens = self._chat_tokens(system + turns, sampling.response_prefix)
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLong(len(tokens), self.n_ctx)
+        return tokens, Trimmed(turns=dropped, tokens=full - len(tokens)) if dropped else None
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens are already evaluated in the context (llama.cpp reuses them)."""
+        evaluated = self.llama.input_ids[: self.llama.n_tokens]
+        same = 0
+        for a, b in zip(evaluated, tokens[:-1], strict=False):
+            if a != b:
+                break
+            same += 1
+        return same
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False))
@@ -165,11 +215,9 @@ class Generation:
     def _run(self, llama: llama_cpp.Llama) -> Iterator[Event]:
         sampling = self.request.sampling
         started = time.perf_counter()
-        tokens = self.engine.prompt_tokens(self.request)
-        n_ctx = self.engine.n_ctx
-        if len(tokens) >= n_ctx:
-            raise PromptTooLong(len(tokens), n_ctx)
-        max_tokens = min(sampling.max_tokens, n_ctx - len(tokens))
+        tokens, trimmed = self.engine.fit(self.request)
+        cached = self.engine.cached_prefix(tokens)
+        max_tokens = min(sampling.max_tokens, self.engine.n_ctx - len(tokens))
 
         seed = sampling.seed if sampling.seed is not None else secrets.randbelow(2**31)
         llama.set_seed(seed)
@@ -247,4 +295,6 @@ class Generation:
             prompt_ms=(first - started) * 1000,
             generation_ms=(ended - first) * 1000,
             seed=seed,
+            cached_tokens=cached,
+            trimmed=trimmed,
         )

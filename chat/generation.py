@@ -5,17 +5,37 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import redis
 
-from chat.engine import Finished, GenerationRequest, PromptTooLong, Sampling, TextDelta
+from chat.engine import (
+    Finished,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    Sampling,
+    TextDelta,
+)
 from chat.models import Message
-from chat.streams import MessageStream
+from chat.services import queue_position_frames
+from chat.streams import AbortWatcher, MessageStream
 from models_admin.runtime import ModelLoadError, runtime
 from wizweb.channels_sender import ChannelSender
 
 log = logging.getLogger(__name__)
+
+# The generation this process runs now, so that rq's stop-job command can abort it.
+current_generation: Generation | None = None
+
+
+def generation_abort_current() -> bool:
+    generation = current_generation
+    if generation is None:
+        return False
+    generation.abort()
+    return True
 
 
 def generation_history(message: Message) -> list[dict[str, str]]:
@@ -58,12 +78,14 @@ def generation_run(
     connection: redis.Redis,
     worker_name: str,
 ) -> None:
+    global current_generation
     message = Message.objects.select_related("conversation", "model").get(pk=message_id)
-    if message.state != Message.State.QUEUED:
+    if not message.start(worker=worker_name):
         return  # aborted while it waited in the queue
-    message.start(worker=worker_name)
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)
+    for group, frame in queue_position_frames():
+        sender.send(group, {"type": "chat.frame", "frame": frame})
 
     parts: list[str] = []
     finished: Finished | None = None
@@ -73,19 +95,21 @@ def generation_run(
             raise ModelLoadError("The model of this conversation was deleted; pick another one.")
         engine = runtime.engine_for(message.model)
         generation = engine.submit(generation_request_for(message, sampling))
-        for event in generation.events():
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-                stream.text(event.text)
-                if stream.aborted:
-                    generation.abort()
-            else:
-                finished = event
+        current_generation = generation
+        with AbortWatcher(connection=connection, message_id=message.id, on_abort=generation.abort):
+            for event in generation.events():
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    stream.text(event.text)
+                else:
+                    finished = event
     except (PromptTooLong, ModelLoadError) as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("Generation of message %s failed", message.id)
         error = f"The generation failed on worker {worker_name}: {exc}. Try again."
+    finally:
+        current_generation = None
 
     if finished is not None:
         message.finish(
@@ -96,6 +120,8 @@ def generation_run(
             finish_reason=finished.finish_reason,
             prompt_tokens=finished.prompt_tokens,
             completion_tokens=finished.completion_tokens,
+            cached_tokens=finished.cached_tokens,
+            trimmed=asdict(finished.trimmed) if finished.trimmed else None,
             timings=_timings(message, finished),
         )
     else:

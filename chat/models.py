@@ -65,8 +65,13 @@ class Message(models.Model):
     # Kept when the model row is deleted, so history still says what answered.
     model_name = models.CharField(max_length=200, blank=True)
     options = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, default="normal")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Prompt tokens the worker had evaluated already (a follow-up turn reuses the history).
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # {"turns": n, "tokens": n} when earlier turns were left out to fit the context window.
+    trimmed = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -92,13 +97,18 @@ class Message(models.Model):
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens or 0},
         }
 
-    def start(self, *, worker: str) -> None:
-        self.state = self.State.RUNNING
-        self.worker = worker
-        self.started_at = timezone.now()
-        self.save(update_fields=["state", "worker", "started_at"])
+    def start(self, *, worker: str) -> bool:
+        """queued → running; False when it is no longer queued (aborted meanwhile)."""
+        now = timezone.now()
+        started = Message.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
+            state=self.State.RUNNING, worker=worker, started_at=now
+        )
+        if started:
+            self.state, self.worker, self.started_at = self.State.RUNNING, worker, now
+        return bool(started)
 
     def finish(
         self,
@@ -108,6 +118,8 @@ class Message(models.Model):
         finish_reason: str,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        trimmed: dict[str, int] | None = None,
         timings: dict[str, Any] | None = None,
         error: str = "",
     ) -> None:
@@ -116,6 +128,8 @@ class Message(models.Model):
         self.finish_reason = finish_reason
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.cached_tokens = cached_tokens
+        self.trimmed = trimmed or {}
         self.timings = timings or {}
         self.error = error
         self.finished_at = timezone.now()
@@ -126,6 +140,8 @@ class Message(models.Model):
                 "finish_reason",
                 "prompt_tokens",
                 "completion_tokens",
+                "cached_tokens",
+                "trimmed",
                 "timings",
                 "error",
                 "finished_at",
@@ -142,6 +158,8 @@ class Message(models.Model):
             "usage": self.usage,
             "timings": self.timings,
         }
+        if self.trimmed:
+            frame["trimmed"] = self.trimmed
         if self.error:
             frame["error"] = self.error
         return frame

@@ -5,22 +5,32 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-import django_rq
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Case, QuerySet, Value, When
+from django.utils import timezone
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from chat.models import Conversation, Message
 from chat.options import GenerationOptions
-from chat.streams import abort_key
+from chat.streams import abort_channel, abort_key, chunk_log_read, message_group
 from models_admin.models import LocalModel
+from models_admin.workers import (
+    PRIORITIES,
+    generation_queue_name,
+    pinned_workers_for,
+    worker_is_alive,
+)
 from wizweb.redis_server import redis_connection
 
 TITLE_LENGTH = 60
-QUEUE_BY_PRIORITY = dict(zip(("high", "normal", "low"), settings.GENERATION_QUEUES, strict=True))
 
 
 class ChatError(Exception):
@@ -62,24 +72,64 @@ def _title_from(content: str) -> str:
     return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
+def _queued_in_order() -> QuerySet[Message]:
+    """Queued generations in the order workers take them: by tier, then oldest first."""
+    rank = Case(
+        *(When(priority=p, then=Value(i)) for i, p in enumerate(PRIORITIES)),
+        default=Value(1),
+    )
+    return (
+        Message.objects.filter(state=Message.State.QUEUED, role=Message.Role.ASSISTANT)
+        .annotate(rank=rank)
+        .order_by("rank", "created_at")
+    )
+
+
 def queue_position(message: Message) -> int:
-    """1 for the next generation to start; counts the queued ones ahead of this one."""
-    ahead = Message.objects.filter(
-        state=Message.State.QUEUED, role=Message.Role.ASSISTANT, created_at__lt=message.created_at
-    ).count()
-    return ahead + 1
+    """1 for the next generation to start."""
+    ids = list(_queued_in_order().values_list("id", flat=True))
+    return ids.index(message.id) + 1 if message.id in ids else 1
 
 
-def _enqueue(message: Message, priority: str) -> None:
-    queue = django_rq.get_queue(QUEUE_BY_PRIORITY[priority])
-    queue.enqueue(
+def queue_position_frames() -> list[tuple[str, dict[str, Any]]]:
+    """A `queued` frame for every waiting generation, for its group (positions shift when one
+    starts, is aborted, or a higher tier arrives)."""
+    ids = _queued_in_order().values_list("id", flat=True)
+    return [
+        (message_group(mid), {"type": "queued", "message": str(mid), "position": position})
+        for position, mid in enumerate(ids, start=1)
+    ]
+
+
+def _enqueue(message: Message) -> None:
+    """Route to the model's own queues when a worker is pinned to it, else to the shared ones
+    (any unpinned worker may load the model within its memory budget)."""
+    connection = redis_connection()
+    pinned = message.model_id is not None and pinned_workers_for(connection, message.model_id)
+    name = generation_queue_name(message.priority, message.model_id if pinned else None)
+    Queue(name, connection=connection).enqueue(
         "chat.jobs.generate_message",
         str(message.id),
         job_id=str(message.id),
-        job_timeout=settings.RQ_QUEUES[queue.name]["DEFAULT_TIMEOUT"],
+        job_timeout=settings.WIZ_GENERATION_TIMEOUT,
         result_ttl=600,
         failure_ttl=86400,
     )
+
+
+def _check_pending_limit(user: User) -> None:
+    pending = Message.objects.filter(
+        conversation__owner=user,
+        role=Message.Role.ASSISTANT,
+        state__in=(Message.State.QUEUED, Message.State.RUNNING),
+    ).count()
+    limit = settings.WIZ_MAX_PENDING_PER_USER
+    if pending >= limit:
+        raise ChatError(
+            "too_many_pending",
+            f"You already have {pending} answers waiting or being written (the limit is "
+            f"{limit}); wait for one to finish or stop one.",
+        )
 
 
 @transaction.atomic
@@ -92,6 +142,7 @@ def prompt_submit(
 ) -> Accepted:
     """Save the user's turn and a queued assistant message; enqueue its generation on commit."""
     model = _model_for(options)
+    _check_pending_limit(user)
     if conversation_id is None:
         conversation = Conversation.objects.create(owner=user, title=_title_from(content))
         parent = None
@@ -116,9 +167,10 @@ def prompt_submit(
         model=model,
         model_name=model.name,
         options=stored_options,
+        priority=options.priority,
     )
     conversation.touch()
-    transaction.on_commit(lambda: _enqueue(message, options.priority))
+    transaction.on_commit(lambda: _enqueue(message))
     return Accepted(conversation, user_message, message, queue_position(message))
 
 
@@ -143,5 +195,46 @@ def message_abort(*, user: User, message_id: uuid.UUID) -> Message:
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(str(message.id), connection=connection).cancel()
     elif message.state == Message.State.RUNNING:
+        # The key covers a worker that has not started listening yet; the message is immediate.
         connection.set(abort_key(message.id), 1, ex=3600)
+        connection.publish(abort_channel(message.id), 1)
     return message
+
+
+WORKER_LOST_ERROR = (
+    "The worker writing this answer stopped (it was killed or crashed); the text so far is "
+    "kept. Send the prompt again to try once more."
+)
+# A queued message younger than this may still be on its way into the queue (on_commit).
+REQUEUE_GRACE = timedelta(seconds=10)
+
+
+def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
+    """Mend what dead workers and a restarted Redis leave behind; returns the frames to send.
+
+    A running generation whose worker has stopped beating is marked failed, keeping the text
+    its chunk log holds. A queued one whose job is gone from Redis is queued again.
+    """
+    frames = []
+    now = timezone.now()
+    for message in Message.objects.filter(state=Message.State.RUNNING):
+        if worker_is_alive(connection, message.worker):
+            continue
+        content = "".join(chunk_log_read(connection, message.id, 0))
+        failed = Message.objects.filter(pk=message.pk, state=Message.State.RUNNING).update(
+            state=Message.State.FAILED,
+            content=content,
+            finish_reason="error",
+            error=WORKER_LOST_ERROR,
+            finished_at=now,
+        )
+        if failed:
+            message.refresh_from_db()
+            frames.append((message_group(message.id), message.done_frame()))
+    stale = Message.objects.filter(
+        state=Message.State.QUEUED, role=Message.Role.ASSISTANT, created_at__lt=now - REQUEUE_GRACE
+    )
+    for message in stale:
+        if not Job.exists(str(message.id), connection=connection):
+            _enqueue(message)
+    return frames

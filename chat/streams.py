@@ -8,8 +8,10 @@ pipeline costs little per token.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import redis
@@ -44,10 +46,51 @@ def abort_key(message_id: uuid.UUID | str) -> str:
     return f"wiz:abort:{uuid.UUID(str(message_id)).hex}"
 
 
+def abort_channel(message_id: uuid.UUID | str) -> str:
+    return f"wiz:abort-now:{uuid.UUID(str(message_id)).hex}"
+
+
 def chunk_log_read(connection: redis.Redis, message_id: uuid.UUID | str, after: int) -> list[str]:
     """The chunks with seq > after, in order (the first has seq after + 1)."""
     raw: list[bytes] = connection.lrange(chunk_log_key(message_id), after, -1)  # type: ignore[assignment]
     return [item.decode("utf-8") for item in raw]
+
+
+class AbortWatcher:
+    """Calls `on_abort` as soon as someone asks to stop the message: a side thread listens on the
+    message's abort channel, so a generation stops within a token, not at its next chunk."""
+
+    def __init__(
+        self, *, connection: redis.Redis, message_id: uuid.UUID | str, on_abort: Callable[[], None]
+    ) -> None:
+        self.connection = connection
+        self.message_id = message_id
+        self.on_abort = on_abort
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="abort-watcher", daemon=True)
+
+    def __enter__(self) -> AbortWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(abort_channel(self.message_id))
+        try:
+            # Asked before we listened: the key says so.
+            if self.connection.exists(abort_key(self.message_id)):
+                self.on_abort()
+                return
+            while not self._stop.is_set():
+                if pubsub.get_message(timeout=0.2) is not None:
+                    self.on_abort()
+                    return
+        finally:
+            pubsub.close()
 
 
 class MessageStream:
@@ -63,7 +106,6 @@ class MessageStream:
         self._buffer: list[str] = []
         # The first text goes out at once: time to first token is what people notice.
         self._last_flush = 0.0
-        self.aborted = False
 
     def frame(self, frame: dict[str, Any]) -> None:
         self.sender.send(self.group, {"type": "chat.frame", "frame": frame})
@@ -80,27 +122,15 @@ class MessageStream:
             self.flush()
 
     def flush(self) -> None:
-        """Send what is buffered as one chunk, and look for an abort request meanwhile."""
+        """Send what is buffered as one chunk."""
         self._last_flush = time.monotonic()
-        pipe = self.connection.pipeline(transaction=False)
-        if self._buffer:
-            text = "".join(self._buffer)
-            self._buffer.clear()
-            pipe.rpush(self.log_key, text)
-        else:
-            text = ""
-        pipe.exists(abort_key(self.message_id))
-        results = pipe.execute()
-        if results[-1]:
-            self.aborted = True
-        if text:
-            chunk: ChunkFrame = {
-                "type": "chunk",
-                "message": self.message_id,
-                "seq": int(results[0]),
-                "text": text,
-            }
-            self.frame(dict(chunk))
+        if not self._buffer:
+            return
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        seq = int(self.connection.rpush(self.log_key, text))  # type: ignore[arg-type]
+        chunk: ChunkFrame = {"type": "chunk", "message": self.message_id, "seq": seq, "text": text}
+        self.frame(dict(chunk))
 
     def finished(self, done_frame: dict[str, Any]) -> None:
         self.flush()

@@ -61,6 +61,8 @@ def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         "context_length": _field(reader, f"{arch}.context_length") or 0,
         "embedding_length": _field(reader, f"{arch}.embedding_length") or 0,
         "block_count": _field(reader, f"{arch}.block_count") or 0,
+        "head_count": _field(reader, f"{arch}.attention.head_count") or 0,
+        "head_count_kv": _field(reader, f"{arch}.attention.head_count_kv") or 0,
         "chat_template": _field(reader, "tokenizer.chat_template") or "",
         "quantization": quantization,
         "parameters": int(sum(int(t.n_elements) for t in reader.tensors)),

@@ -1,10 +1,12 @@
-"""The models an inference worker holds in memory, loaded once per process and kept across jobs."""
+"""The models an inference worker holds in memory: loaded once per process, kept across jobs,
+and evicted least-recently-used first when a new one would not fit in the worker's budget."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import llama_cpp
@@ -14,6 +16,10 @@ from chat.engine import Engine
 from models_admin.models import LocalModel
 
 log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+# llama.cpp's compute buffers and the process itself, beyond weights and KV cache.
+OVERHEAD_BYTES = 64 << 20
 
 
 class ModelLoadError(Exception):
@@ -37,29 +43,73 @@ class LoadOptions:
         )
 
 
+def model_memory_estimate(model: LocalModel, n_ctx: int) -> int:
+    """Bytes a loaded model takes: its weights, an f16 KV cache of `n_ctx`, and some overhead."""
+    meta = model.metadata
+    embedding = int(meta.get("embedding_length") or 0)
+    heads = int(meta.get("head_count") or 0)
+    kv_heads = int(meta.get("head_count_kv") or heads)
+    kv_width = embedding * kv_heads // heads if heads else embedding
+    kv_cache = 2 * n_ctx * int(meta.get("block_count") or 0) * kv_width * 2
+    return model.size_bytes + kv_cache + OVERHEAD_BYTES
+
+
+def _gib(size: int) -> str:
+    return f"{size / GIB:.2f} GB"
+
+
+@dataclass
+class Loaded:
+    engine: Engine
+    name: str
+    bytes: int
+
+
 class ModelRuntime:
     """Loaded engines of this process, keyed by model file (ids of deleted rows can come back)."""
 
     def __init__(self) -> None:
-        self._engines: dict[str, Engine] = {}
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def budget_bytes(self) -> int:
+        return int(settings.WIZ_WORKER_MEMORY_MB) << 20
+
     def loaded(self) -> list[str]:
-        return list(self._engines)
+        return [entry.name for entry in self._loaded.values()]
+
+    def used_bytes(self) -> int:
+        return sum(entry.bytes for entry in self._loaded.values())
 
     def engine_for(self, model: LocalModel) -> Engine:
         with self._lock:
-            engine = self._engines.get(model.file)
-            if engine is None:
-                engine = self._load(model, LoadOptions.for_model(model))
-                self._engines[model.file] = engine
-            return engine
+            entry = self._loaded.get(model.file)
+            if entry is not None:
+                self._loaded.move_to_end(model.file)
+                return entry.engine
+            options = LoadOptions.for_model(model)
+            need = model_memory_estimate(model, options.n_ctx)
+            budget = self.budget_bytes
+            if need > budget:
+                raise ModelLoadError(
+                    f"{model.name} needs about {_gib(need)} but this worker may hold "
+                    f"{_gib(budget)}; pick a smaller model or raise WIZ_WORKER_MEMORY_MB."
+                )
+            while self._loaded and self.used_bytes() + need > budget:
+                _, evicted = self._loaded.popitem(last=False)
+                log.info("Unloading %s to make room for %s", evicted.name, model.name)
+                evicted.engine.llama.close()
+            self._loaded[model.file] = Loaded(self._load(model, options), model.name, need)
+            return self._loaded[model.file].engine
 
-    def unload(self, model: LocalModel) -> None:
+    def unload(self, model: LocalModel) -> bool:
         with self._lock:
-            engine = self._engines.pop(model.file, None)
-        if engine is not None:
-            engine.llama.close()
+            entry = self._loaded.pop(model.file, None)
+        if entry is None:
+            return False
+        entry.engine.llama.close()
+        return True
 
     def _load(self, model: LocalModel, options: LoadOptions) -> Engine:
         path = model.path

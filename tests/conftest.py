@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import django_rq
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.test import Client
-from rq import Worker
 
 from models_admin.models import LocalModel
 from models_admin.services import localmodel_register_default
+from models_admin.workers import worker_is_alive
 from tests.processes import (
     Child,
     child_env,
@@ -25,6 +24,7 @@ from tests.processes import (
     inference_worker_command,
     wait_for,
 )
+from wizweb.redis_server import redis_connection
 
 PASSWORD = "correct horse battery staple"
 
@@ -67,12 +67,11 @@ def inference_worker(
     """One real inference worker for the whole session: it loads the model once, as in use."""
     name = "test-inference"
     child = Child("inference-worker", inference_worker_command(name=name), child_env(), log_dir)
-    connection = django_rq.get_connection(settings.GENERATION_QUEUES[1])
 
     def registered() -> bool:
         if child.process.poll() is not None:
             raise RuntimeError(f"The worker exited:\n{child.output()}")
-        return any(w.name == name for w in Worker.all(connection=connection))
+        return worker_is_alive(redis_connection(), name)
 
     wait_for(registered, timeout=60, what="the inference worker to register")
     yield child

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,17 +102,9 @@ class Child:
         return self.process.returncode
 
 
-def inference_worker_command(*, name: str) -> list[str]:
-    return [
-        sys.executable,
-        MANAGE,
-        "rqworker",
-        *settings.GENERATION_QUEUES,
-        "--worker-class",
-        "wizweb.worker.InferenceWorker",
-        "--name",
-        name,
-    ]
+def inference_worker_command(*, name: str, model: str | None = None) -> list[str]:
+    pinned = ["--model", model] if model else []
+    return [sys.executable, MANAGE, "inference_worker", "--name", name, *pinned]
 
 
 def daphne_command(port: int) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+import psutil
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -197,6 +198,12 @@ RQ_QUEUES = {
 }
 
 # Generation limits.
+WIZ_MAX_PENDING_PER_USER: int = _env_value("WIZ_MAX_PENDING_PER_USER", env.int, 4)
+# What one inference worker may hold in loaded models (weights and KV cache), in MiB;
+# by default 60 % of this machine's memory.
+WIZ_WORKER_MEMORY_MB: int = _env_value(
+    "WIZ_WORKER_MEMORY_MB", env.int, int(psutil.virtual_memory().total * 0.6) >> 20
+)
 WIZ_MAX_PROMPT_CHARS: int = _env_value("WIZ_MAX_PROMPT_CHARS", env.int, 32_000)
 WIZ_MAX_CONTEXT: int = _env_value("WIZ_MAX_CONTEXT", env.int, 8192)
 WIZ_DEFAULT_MAX_TOKENS: int = _env_value("WIZ_DEFAULT_MAX_TOKENS", env.int, 512)
@@ -204,7 +211,8 @@ WIZ_THREADS: int = _env_value("WIZ_THREADS", env.int, 0)  # 0: llama.cpp's own c
 # How long chunks are gathered before one frame is sent (seconds).
 WIZ_CHUNK_INTERVAL: float = _env_value("WIZ_CHUNK_INTERVAL", env.float, 0.04)
 
-HEALTHZ_WORKER_TTL = 60
+# The longest one generation may run before RQ stops it.
+WIZ_GENERATION_TIMEOUT: int = _env_value("WIZ_GENERATION_TIMEOUT", env.int, 3600)
 
 LOGGING = {
     "version": 1,

@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from rq import Worker
 
+from models_admin.workers import worker_states
 from wizweb.redis_server import redis_connection
 
 
@@ -32,12 +33,16 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
         redis_state = {"ok": True, "ping_ms": round((time.perf_counter() - started) * 1000, 2)}
     except Exception as exc:
         return {"ok": False, "error": str(exc)}, {"ok": False, "error": "Redis is down."}
-    workers = Worker.all(connection=redis)
-    inference = [w for w in workers if set(w.queue_names()) & set(settings.GENERATION_QUEUES)]
-    downloads = [w for w in workers if settings.DOWNLOAD_QUEUE in w.queue_names()]
+    inference = worker_states(redis)
+    downloads = [
+        w for w in Worker.all(connection=redis) if settings.DOWNLOAD_QUEUE in w.queue_names()
+    ]
     worker_state = {
         "ok": bool(inference) and bool(downloads),
-        "inference": [{"name": w.name, "state": w.get_state()} for w in inference],
+        "inference": [
+            {"name": w.name, "state": "busy" if w.busy else "idle", "models": w.models}
+            for w in inference
+        ],
         "downloads": [{"name": w.name, "state": w.get_state()} for w in downloads],
     }
     if not worker_state["ok"]:

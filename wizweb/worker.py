@@ -1,37 +1,117 @@
 """The inference worker class: rq's SimpleWorker, which runs jobs in its own process.
 
 A forking worker would give every job a fresh work-horse that loads the model again; this one
-keeps `models_admin.runtime.runtime` (the loaded models) alive across jobs. SimpleWorker sends no
-heartbeat while a job runs, so a long generation would look abandoned: `execute_job` keeps the
-worker's and the job's heartbeats going from a side thread for as long as the job runs.
+keeps `models_admin.runtime.runtime` (the loaded models) alive across jobs. What it overrides
+and why:
+- a side thread (`_beat`) publishes the worker's presence every second (models, busy, memory,
+  queue depths), keeps rq's worker and job heartbeats alive during a long generation (rq's
+  SimpleWorker sends none while a job runs), and reaps what dead workers left behind;
+- `kill_horse`, a no-op on a SimpleWorker, aborts the running generation, so rq's own stop-job
+  command works;
+- `execute_job` refreshes the database connection, which no request cycle does here.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import time
+from typing import Any
 
+import psutil
+from django.db import close_old_connections
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
 
+from chat.generation import generation_abort_current
+from chat.services import generations_reap
+from models_admin.runtime import runtime
+from models_admin.workers import (
+    PRESENCE_INTERVAL,
+    WorkerState,
+    worker_state_publish,
+    worker_state_remove,
+)
+from wizweb.channels_sender import channel_sender
+
+REAP_EVERY = 2.0
+RQ_HEARTBEAT_EVERY = 10.0
+
 
 class InferenceWorker(SimpleWorker):
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        stop = threading.Event()
+    pinned_model: int | None = None
 
-        def beat() -> None:
-            while not stop.wait(min(self.job_monitoring_interval, 10)):
-                try:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._current_job: Job | None = None
+        self._stop_beating = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self._publish()
+        self._beater = threading.Thread(target=self._beat, name="presence", daemon=True)
+        self._beater.start()
+
+    def register_death(self) -> None:
+        self._stop_beating.set()
+        if self._beater is not None:
+            self._beater.join(timeout=5)
+        worker_state_remove(self.connection, self.name)
+        super().register_death()
+
+    def state(self) -> WorkerState:
+        return WorkerState(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            pinned_model=self.pinned_model,
+            models=runtime.loaded(),
+            busy=self._current_job is not None,
+            current_message=self._current_job.id if self._current_job else "",
+            rss_bytes=psutil.Process().memory_info().rss,
+            memory_budget_bytes=runtime.budget_bytes,
+            queue_depths={q.name: q.count for q in self.queues},
+        )
+
+    def _publish(self) -> None:
+        worker_state_publish(self.connection, self.state())
+
+    def _beat(self) -> None:
+        last_reap = last_rq_beat = 0.0
+        while not self._stop_beating.wait(PRESENCE_INTERVAL):
+            try:
+                self._publish()
+                now = time.monotonic()
+                job = self._current_job
+                if job is not None and now - last_rq_beat >= RQ_HEARTBEAT_EVERY:
                     self.maintain_heartbeats(job)
-                except Exception:  # a missed beat is retried at the next tick
-                    self.log.warning("Heartbeat of job %s failed", job.id, exc_info=True)
+                    last_rq_beat = now
+                if now - last_reap >= REAP_EVERY:
+                    last_reap = now
+                    close_old_connections()
+                    for group, frame in generations_reap(connection=self.connection):
+                        channel_sender.send(group, {"type": "chat.frame", "frame": frame})
+            except Exception:  # a missed beat is retried at the next tick
+                self.log.warning("Worker %s: presence update failed", self.name, exc_info=True)
 
-        heart = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        close_old_connections()
         self.prepare_execution(job)
-        heart.start()
+        self._current_job = job
+        self._publish()
         try:
             self.perform_job(job, queue)
         finally:
-            stop.set()
-            heart.join()
+            self._current_job = None
+            close_old_connections()
         self.set_state(WorkerStatus.IDLE)
+        self._publish()
+
+    def kill_horse(self, sig: Any = None) -> None:
+        # rq's stop-job command lands here; there is no horse to kill, so stop the generation.
+        # It ends as an aborted answer, not a failed job.
+        if generation_abort_current():
+            self._stopped_job_id = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client, override_settings
 
 from tests.processes import Child, child_env, wait_for
+from wizweb.redis_server import PrivateRedis
 
 pytestmark = pytest.mark.django_db
 
@@ -45,12 +47,26 @@ def test_it_reports_healthy_when_everything_runs(
     assert "test-downloads" in [w["name"] for w in body["workers"]["downloads"]]
 
 
-@override_settings(GENERATION_QUEUES=["a-queue-nobody-serves"])
-def test_it_answers_503_when_no_inference_worker_runs() -> None:
-    response = Client().get("/healthz")
+def test_it_answers_503_when_no_inference_worker_runs(tmp_path: Path) -> None:
+    empty = PrivateRedis(tmp_path).start()
+    try:
+        with override_settings(REDIS_URL=empty.url):
+            response = Client().get("/healthz")
+    finally:
+        empty.stop()
     assert response.status_code == 503
     body = response.json()
     assert body["ok"] is False
     assert body["workers"]["ok"] is False
     assert body["workers"]["error"] == "No inference worker is running."
+    assert body["db"]["ok"] is True
+
+
+def test_it_answers_503_when_redis_is_down(tmp_path: Path) -> None:
+    with override_settings(REDIS_URL=f"unix://{tmp_path}/nothing-here.sock"):
+        response = Client().get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["redis"]["ok"] is False
+    assert body["workers"]["ok"] is False
     assert body["db"]["ok"] is True

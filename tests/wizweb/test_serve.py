@@ -52,7 +52,7 @@ def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
         (old_worker,) = [
             p
             for p in psutil.Process(serve.pid).children(recursive=True)
-            if "wizweb.worker.InferenceWorker" in " ".join(p.cmdline())
+            if "inference_worker" in " ".join(p.cmdline())
         ]
         old_worker.kill()
         wait_for(

@@ -135,14 +135,7 @@ class Command(BaseCommand):
             sections.append(
                 _program(
                     "inference",
-                    [
-                        python,
-                        manage,
-                        "rqworker",
-                        *settings.GENERATION_QUEUES,
-                        "--worker-class",
-                        "wizweb.worker.InferenceWorker",
-                    ],
+                    [python, manage, "inference_worker"],
                     priority=20,
                     numprocs=workers,
                     process_name="%(program_name)s-%(process_num)d",

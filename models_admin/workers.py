@@ -1,0 +1,90 @@
+"""Inference workers as the rest of the system sees them: a presence record per worker in Redis
+(models held, pinned model, busy or idle, resident memory, queue depths, heartbeat), refreshed
+every `PRESENCE_INTERVAL` seconds and gone `PRESENCE_TTL` seconds after the worker stops
+beating, and the queue names that route a generation to a worker that may run it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from django.conf import settings
+
+PRESENCE_INTERVAL = 1.0
+PRESENCE_TTL = 5
+WORKERS_SET = "wiz:workers"
+PRIORITIES = ("high", "normal", "low")
+
+
+def presence_key(worker: str) -> str:
+    return f"wiz:worker:{worker}"
+
+
+def generation_queue_names(model_id: int | None = None) -> list[str]:
+    """The queues a worker serves, in priority order: the shared ones, or a pinned model's own."""
+    if model_id is None:
+        return list(settings.GENERATION_QUEUES)
+    return [f"{name}.m{model_id}" for name in settings.GENERATION_QUEUES]
+
+
+def generation_queue_name(priority: str, model_id: int | None = None) -> str:
+    return generation_queue_names(model_id)[PRIORITIES.index(priority)]
+
+
+@dataclass
+class WorkerState:
+    name: str
+    host: str
+    pid: int
+    pinned_model: int | None = None
+    models: list[str] = field(default_factory=list)
+    busy: bool = False
+    current_message: str = ""
+    rss_bytes: int = 0
+    memory_budget_bytes: int = 0
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    heartbeat: float = 0.0
+
+    def as_frame(self) -> dict[str, Any]:
+        return {"worker": self.name, **asdict(self)}
+
+
+def worker_state_publish(connection: redis.Redis, state: WorkerState) -> None:
+    state.heartbeat = time.time()
+    pipe = connection.pipeline(transaction=False)
+    pipe.set(presence_key(state.name), json.dumps(asdict(state)), ex=PRESENCE_TTL)
+    pipe.sadd(WORKERS_SET, state.name)
+    pipe.execute()
+
+
+def worker_state_remove(connection: redis.Redis, name: str) -> None:
+    pipe = connection.pipeline(transaction=False)
+    pipe.delete(presence_key(name))
+    pipe.srem(WORKERS_SET, name)
+    pipe.execute()
+
+
+def worker_is_alive(connection: redis.Redis, name: str) -> bool:
+    return bool(name) and bool(connection.exists(presence_key(name)))
+
+
+def worker_states(connection: redis.Redis) -> list[WorkerState]:
+    """Every live worker; names whose presence has expired are dropped from the set."""
+    names = sorted(n.decode() for n in connection.smembers(WORKERS_SET))  # type: ignore[union-attr]
+    if not names:
+        return []
+    raw = connection.mget([presence_key(n) for n in names])
+    states = []
+    for name, value in zip(names, raw, strict=True):  # type: ignore[arg-type]
+        if value is None:
+            connection.srem(WORKERS_SET, name)
+        else:
+            states.append(WorkerState(**json.loads(value)))
+    return states
+
+
+def pinned_workers_for(connection: redis.Redis, model_id: int) -> list[WorkerState]:
+    return [s for s in worker_states(connection) if s.pinned_model == model_id]
