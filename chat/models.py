@@ -90,7 +90,7 @@ class Message(models.Model):
         return self.state in self.FINISHED_STATES
 
     @property
-    def usage(self) -> dict[str, int] | None:
+    def usage(self) -> dict[str, Any] | None:
         if self.prompt_tokens is None or self.completion_tokens is None:
             return None
         return {
