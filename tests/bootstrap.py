@@ -21,11 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 _state: dict[str, object] = {}
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copyfile(source, target)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, None, None]:
     data_dir = Path(tempfile.mkdtemp(prefix="wiz-test-"))
-    models_dir = Path(os.environ.get("WIZ_MODELS_DIR") or ROOT / "var" / "models")
-    default_model_fetch(models_dir)
+    # The tests get a models dir of their own (they add and remove files in it), holding a link
+    # to the default model fetched once into the usual place.
+    shared = default_model_fetch(Path(os.environ.get("WIZ_MODELS_DIR") or ROOT / "var" / "models"))
+    models_dir = data_dir / "models"
+    models_dir.mkdir()
+    link_or_copy(shared, models_dir / shared.name)
     redis = PrivateRedis(data_dir / "run").start()
     _state.update(data_dir=data_dir, redis=redis)
     os.environ.update(

@@ -13,7 +13,7 @@ from django.contrib.auth.models import AbstractUser
 from django.test import Client
 
 from models_admin.models import LocalModel
-from models_admin.services import localmodel_register_default
+from models_admin.services import localmodel_register, localmodel_register_default
 from models_admin.workers import worker_is_alive
 from tests.processes import (
     Child,
@@ -65,15 +65,7 @@ def inference_worker(
     django_db_setup: None, django_db_blocker: pytest.FixtureRequest, log_dir: Path
 ) -> Iterator[Child]:
     """One real inference worker for the whole session: it loads the model once, as in use."""
-    name = "test-inference"
-    child = Child("inference-worker", inference_worker_command(name=name), child_env(), log_dir)
-
-    def registered() -> bool:
-        if child.process.poll() is not None:
-            raise RuntimeError(f"The worker exited:\n{child.output()}")
-        return worker_is_alive(redis_connection(), name)
-
-    wait_for(registered, timeout=60, what="the inference worker to register")
+    child = start_worker("test-inference", log_dir)
     yield child
     child.stop()
 
@@ -93,3 +85,37 @@ def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
     wait_for(answering, timeout=60, what="daphne to answer")
     yield url
     child.stop()
+
+
+SECOND_MODEL = "SmolLM2 second copy"
+
+
+@pytest.fixture
+def second_model(db: None, default_model: LocalModel) -> Iterator[LocalModel]:
+    """A second registered model (the same weights under another file name)."""
+    from tests.bootstrap import link_or_copy
+
+    path = Path(settings.MODELS_DIR) / "second-copy.gguf"
+    if not path.exists():
+        link_or_copy(default_model.path, path)
+    yield localmodel_register(path=path, name=SECOND_MODEL, sha256=default_model.sha256)
+
+
+@pytest.fixture
+def pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
+    """An inference worker pinned to the second model, for this test only."""
+    child = start_worker("pinned-second", log_dir, model=SECOND_MODEL)
+    yield child
+    child.stop()
+
+
+def start_worker(name: str, log_dir: Path, *, model: str | None = None) -> Child:
+    child = Child(name, inference_worker_command(name=name, model=model), child_env(), log_dir)
+
+    def registered() -> bool:
+        if child.process.poll() is not None:
+            raise RuntimeError(f"The worker exited:\n{child.output()}")
+        return worker_is_alive(redis_connection(), name)
+
+    wait_for(registered, timeout=60, what=f"the inference worker {name} to register")
+    return child

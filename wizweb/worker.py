@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 from django.db import close_old_connections
+from rq import worker_registration
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
@@ -30,7 +31,9 @@ from chat.services import generations_reap
 from models_admin.runtime import runtime
 from models_admin.workers import (
     PRESENCE_INTERVAL,
+    PRESENCE_TTL,
     WorkerState,
+    worker_is_alive,
     worker_state_publish,
     worker_state_remove,
 )
@@ -50,6 +53,7 @@ class InferenceWorker(SimpleWorker):
         self._beater: threading.Thread | None = None
 
     def register_birth(self) -> None:
+        self._forget_dead_namesake()
         super().register_birth()
         self._publish()
         self._beater = threading.Thread(target=self._beat, name="presence", daemon=True)
@@ -61,6 +65,21 @@ class InferenceWorker(SimpleWorker):
             self._beater.join(timeout=5)
         worker_state_remove(self.connection, self.name)
         super().register_death()
+
+    def _forget_dead_namesake(self) -> None:
+        """A worker killed outright leaves rq's record of it for minutes, which would keep a
+        restarted worker of the same name from starting; our presence record says within
+        seconds whether that namesake still lives."""
+        if not self.connection.exists(self.key) or self.connection.hexists(self.key, "death"):
+            return
+        deadline = time.monotonic() + PRESENCE_TTL + 1
+        while worker_is_alive(self.connection, self.name):
+            if time.monotonic() > deadline:
+                return  # really alive: rq refuses the duplicate name with its own message
+            time.sleep(0.5)
+        self.log.warning("Worker %s: clearing the record of a dead worker of this name", self.name)
+        worker_registration.unregister(self)
+        self.connection.delete(self.key)
 
     def state(self) -> WorkerState:
         return WorkerState(

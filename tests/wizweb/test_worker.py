@@ -1,0 +1,150 @@
+"""Inference workers as a user meets them: priorities, routing, a killed worker, rq's stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from rq.command import send_stop_job_command
+
+from chat.models import Message
+from models_admin.workers import worker_states
+from tests.chat.test_consumer import LONG_PROMPT, frames_until_done, open_socket
+from tests.conftest import SECOND_MODEL, start_worker
+from tests.processes import wait_for
+from wizweb.redis_server import redis_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def close_channel_layer() -> Any:
+    yield
+    await get_channel_layer().close_pools()
+
+
+async def prompt(socket: Any, content: str, **options: Any) -> dict:
+    await socket.send_json_to({"type": "prompt", "content": content, "options": options})
+    while True:
+        frame = await socket.receive_json_from(timeout=10)
+        if frame["type"] == "accepted":
+            return frame
+        assert frame["type"] != "error", frame
+
+
+async def collect(socket: Any, until: Any, timeout: float = 60) -> list[dict]:
+    frames: list[dict] = []
+    while not until(frames):
+        frames.append(await socket.receive_json_from(timeout=timeout))
+    return frames
+
+
+def done_for(frames: list[dict], message: str) -> dict | None:
+    return next((f for f in frames if f["type"] == "done" and f["message"] == message), None)
+
+
+async def test_it_serves_high_before_normal_before_low(
+    staff: Any, pinned_worker: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(staff)
+    blocker = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=400, seed=1)
+    await collect(socket, lambda fs: any(f["type"] == "started" for f in fs))
+    low = await prompt(socket, "One", model=SECOND_MODEL, max_tokens=4, priority="low")
+    normal = await prompt(socket, "Two", model=SECOND_MODEL, max_tokens=4, priority="normal")
+    high = await prompt(socket, "Three", model=SECOND_MODEL, max_tokens=4, priority="high")
+    assert (low["queue_position"], normal["queue_position"], high["queue_position"]) == (1, 1, 1)
+    await socket.send_json_to({"type": "abort", "message": blocker["message"]})
+    ids = [low["message"], normal["message"], high["message"]]
+    frames = await collect(socket, lambda fs: all(done_for(fs, i) for i in ids))
+    await socket.disconnect()
+
+    started = [f["message"] for f in frames if f["type"] == "started"]
+    assert started == [high["message"], normal["message"], low["message"]]
+    assert {f["worker"] for f in frames if f["type"] == "started"} == {"pinned-second"}
+    # The low one was told its place as the others left the queue ahead of it.
+    positions = [f["position"] for f in frames if f["type"] == "queued" and f["message"] == ids[0]]
+    assert positions and positions[-1] == 1
+    assert positions == sorted(positions, reverse=True)
+
+
+async def test_it_routes_each_model_to_the_worker_that_holds_it(
+    owner: Any, pinned_worker: Any, default_model: Any, log_dir: Any
+) -> None:
+    default_worker = start_worker("pinned-default", log_dir, model=default_model.name)
+    try:
+        socket = await open_socket(owner)
+        first = await prompt(socket, "Hi", model=SECOND_MODEL, max_tokens=8)
+        second = await prompt(socket, "Hi", model=default_model.name, max_tokens=8)
+        frames = await collect(
+            socket, lambda fs: done_for(fs, first["message"]) and done_for(fs, second["message"])
+        )
+        await socket.disconnect()
+    finally:
+        default_worker.stop()
+    workers = {f["message"]: f["worker"] for f in frames if f["type"] == "started"}
+    assert workers == {first["message"]: "pinned-second", second["message"]: "pinned-default"}
+    states = {s.name: s for s in worker_states(redis_connection())}
+    assert states["pinned-second"].models == [SECOND_MODEL]
+
+
+async def test_it_fails_the_answer_of_a_killed_worker_and_keeps_its_text(
+    owner: Any, pinned_worker: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    message_id = accepted["message"]
+    seen = await collect(socket, lambda fs: sum(f["type"] == "chunk" for f in fs) >= 2)
+    pinned_worker.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    frames = await collect(socket, lambda fs: done_for(fs, message_id), timeout=30)
+    noticed_after = time.monotonic() - killed_at
+    await socket.disconnect()
+
+    done = done_for(frames, message_id)
+    assert done is not None
+    assert done["finish_reason"] == "error"
+    assert "worker" in done["error"] and "stopped" in done["error"]
+    received = "".join(f["text"] for f in seen + frames if f["type"] == "chunk")
+    assert received and done["content"].startswith(received)
+    assert noticed_after < 20
+    message = await Message.objects.aget(pk=message_id)
+    assert message.state == Message.State.FAILED
+    assert message.content == done["content"]
+
+
+async def test_it_aborts_on_rqs_own_stop_command(
+    owner: Any, pinned_worker: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    await collect(socket, lambda fs: any(f["type"] == "chunk" for f in fs))
+    send_stop_job_command(redis_connection(), accepted["message"])
+    frames = await frames_until_done(socket)
+    await socket.disconnect()
+    assert frames[-1]["finish_reason"] == "aborted"
+    assert frames[-1]["usage"]["completion_tokens"] < 600
+
+
+async def test_it_keeps_beating_while_it_generates(
+    owner: Any, pinned_worker: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    await collect(socket, lambda fs: any(f["type"] == "chunk" for f in fs))
+
+    def beating_while_busy() -> bool:
+        state = next(s for s in worker_states(redis_connection()) if s.name == "pinned-second")
+        return state.busy and state.current_message == accepted["message"]
+
+    wait_for(beating_while_busy, timeout=5, what="a busy presence record")
+    first = next(s for s in worker_states(redis_connection()) if s.name == "pinned-second")
+    time.sleep(2.2)
+    later = next(s for s in worker_states(redis_connection()) if s.name == "pinned-second")
+    assert later.heartbeat > first.heartbeat
+    assert later.rss_bytes > 50_000_000
+    await socket.send_json_to({"type": "abort", "message": accepted["message"]})
+    await frames_until_done(socket)
+    await socket.disconnect()
