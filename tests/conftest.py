@@ -109,8 +109,9 @@ def pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
     child.stop()
 
 
-def start_worker(name: str, log_dir: Path, *, model: str | None = None) -> Child:
-    child = Child(name, inference_worker_command(name=name, model=model), child_env(), log_dir)
+def start_worker(name: str, log_dir: Path, *, model: str | None = None, **env: str) -> Child:
+    command = inference_worker_command(name=name, model=model)
+    child = Child(name, command, child_env(**env), log_dir)
 
     def registered() -> bool:
         if child.process.poll() is not None:
