@@ -1,0 +1,112 @@
+"""Chat services: limits, queue order and positions, and mending after dead workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+from rq import Queue
+from rq.job import Job
+
+from chat.models import Conversation, Message
+from chat.options import options_parse
+from chat.services import (
+    WORKER_LOST_ERROR,
+    ChatError,
+    generations_reap,
+    prompt_submit,
+    queue_position_frames,
+)
+from chat.streams import chunk_log_key
+from models_admin.workers import generation_queue_name
+from wizweb.redis_server import redis_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def submit(user: Any, content: str = "hi", **options: Any) -> Any:
+    return prompt_submit(
+        user=user, conversation_id=None, content=content,
+        options=options_parse(options, max_priority="high"),
+    )
+
+
+@pytest.fixture(autouse=True)
+def queues_no_worker_serves() -> Any:
+    # The session's inference worker may be running: these tests watch rows stay queued.
+    with override_settings(GENERATION_QUEUES=["idle-high", "idle", "idle-low"]):
+        yield
+
+
+def drop_queued_jobs() -> None:
+    """Empty the queues (and delete their jobs)."""
+    connection = redis_connection()
+    for priority in ("high", "normal", "low"):
+        Queue(generation_queue_name(priority), connection=connection).empty()
+
+
+@override_settings(WIZ_MAX_PENDING_PER_USER=2)
+def test_it_refuses_a_prompt_past_the_pending_limit(owner: Any, outsider: Any,
+                                                    default_model: Any) -> None:
+    submit(owner)
+    submit(owner)
+    drop_queued_jobs()
+    with pytest.raises(ChatError) as caught:
+        submit(owner)
+    assert caught.value.code == "too_many_pending"
+    assert "limit is 2" in str(caught.value)
+    submit(outsider)  # the limit is per user
+    drop_queued_jobs()
+    assert Message.objects.filter(conversation__owner=owner).count() == 4
+
+
+def test_it_orders_the_queue_by_tier_then_age(owner: Any, default_model: Any) -> None:
+    low = submit(owner, priority="low").message
+    normal = submit(owner, priority="normal").message
+    high = submit(owner, priority="high").message
+    drop_queued_jobs()
+    Message.objects.filter(pk__in=[low.pk, normal.pk, high.pk]).update(state="queued")
+    frames = {f["message"]: f["position"] for _, f in queue_position_frames()}
+    assert frames == {str(high.id): 1, str(normal.id): 2, str(low.id): 3}
+
+
+def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
+    owner: Any, default_model: Any
+) -> None:
+    accepted = submit(owner)
+    drop_queued_jobs()
+    message = accepted.message
+    Message.objects.filter(pk=message.pk).update(state="running", worker="vanished-worker")
+    connection = redis_connection()
+    connection.rpush(chunk_log_key(message.id), "Once upon", " a time")
+    frames = generations_reap(connection=connection)
+    message.refresh_from_db()
+    assert message.state == Message.State.FAILED
+    assert message.content == "Once upon a time"
+    assert message.error == WORKER_LOST_ERROR
+    assert frames and frames[0][1]["finish_reason"] == "error"
+    assert generations_reap(connection=connection) == []  # once only
+
+
+def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_model: Any) -> None:
+    accepted = submit(owner)
+    drop_queued_jobs()  # as a restart of the private, memory-only Redis would
+    connection = redis_connection()
+    assert not Job.exists(str(accepted.message.id), connection=connection)
+    Message.objects.filter(pk=accepted.message.pk).update(
+        created_at=timezone.now() - timedelta(minutes=1)
+    )
+    generations_reap(connection=connection)
+    queue = Queue(generation_queue_name("normal"), connection=connection)
+    assert str(accepted.message.id) in queue.job_ids
+    drop_queued_jobs()
+
+
+def test_it_refuses_an_unknown_model(owner: Any, default_model: Any) -> None:
+    with pytest.raises(ChatError) as caught:
+        submit(owner, model="no-such-model")
+    assert caught.value.code == "model_not_found"
+    assert not Conversation.objects.exists()
