@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from functools import partial
 from typing import Any
 
 import redis
 
 from chat.engine import (
+    Engine,
     Finished,
     Generation,
     GenerationRequest,
     PromptTooLong,
-    Sampling,
     TextDelta,
 )
 from chat.models import Message
+from chat.options import GenerationOptions
 from chat.services import queue_position_frames
 from chat.streams import AbortWatcher, MessageStream
+from chat.tools import call_request, decision_request, tool_calls_from
 from models_admin.runtime import ModelLoadError, runtime
 from wizweb.channels_sender import ChannelSender
 
@@ -55,10 +59,6 @@ def generation_history(message: Message) -> list[dict[str, str]]:
     return turns
 
 
-def generation_request_for(message: Message, sampling: Sampling) -> GenerationRequest:
-    return GenerationRequest(messages=generation_history(message), sampling=sampling)
-
-
 def _timings(message: Message, finished: Finished) -> dict[str, Any]:
     assert message.started_at is not None
     queue_ms = (message.started_at - message.created_at).total_seconds() * 1000
@@ -70,15 +70,80 @@ def _timings(message: Message, finished: Finished) -> dict[str, Any]:
     }
 
 
+def _run_pass(
+    engine: Engine,
+    request: GenerationRequest,
+    *,
+    connection: redis.Redis,
+    message_id: uuid.UUID,
+    on_text: Callable[[str], None] | None = None,
+) -> Finished:
+    """One pass over the model, abortable by the user and by rq's stop-job command."""
+    global current_generation
+    generation = engine.submit(request)
+    current_generation = generation
+    finished = None
+    try:
+        with AbortWatcher(connection=connection, message_id=message_id, on_abort=generation.abort):
+            for event in generation.events():
+                if isinstance(event, TextDelta):
+                    if on_text is not None:
+                        on_text(event.text)
+                else:
+                    finished = event
+    finally:
+        current_generation = None
+    assert finished is not None
+    return finished
+
+
+def _answer(
+    engine: Engine,
+    message: Message,
+    options: GenerationOptions,
+    *,
+    connection: redis.Redis,
+    on_text: Callable[[str], None],
+) -> tuple[Finished, list[dict[str, Any]]]:
+    """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted."""
+    history = generation_history(message)
+    run = partial(_run_pass, engine, connection=connection, message_id=message.id)
+    plan = options.tools
+    spent: Finished | None = None
+    if plan is not None and plan.needs_decision:
+        spent = run(decision_request(history, plan))
+        if spent.finish_reason == "aborted":
+            return spent, []
+        if spent.content != "yes":
+            plan = None
+    if plan is None:
+        finished = run(
+            GenerationRequest(messages=history, sampling=options.sampling), on_text=on_text
+        )
+        calls: list[dict[str, Any]] = []
+    else:
+        finished = run(call_request(history, plan, options.sampling))
+        calls = tool_calls_from(finished.content) if finished.finish_reason == "stop" else []
+        if calls:
+            finished = replace(finished, content="", finish_reason="tool_calls")
+    if spent is not None:
+        finished = replace(
+            finished,
+            prompt_tokens=finished.prompt_tokens + spent.prompt_tokens,
+            completion_tokens=finished.completion_tokens + spent.completion_tokens,
+            prompt_ms=finished.prompt_ms + spent.prompt_ms + spent.generation_ms,
+        )
+    return finished, calls
+
+
 def generation_run(
     *,
     message_id: uuid.UUID | str,
-    sampling: Sampling,
+    options: GenerationOptions,
     sender: ChannelSender,
     connection: redis.Redis,
     worker_name: str,
 ) -> None:
-    global current_generation
     message = Message.objects.select_related("conversation", "model").get(pk=message_id)
     if not message.start(worker=worker_name):
         return  # aborted while it waited in the queue
@@ -88,28 +153,26 @@ def generation_run(
         sender.send(group, {"type": "chat.frame", "frame": frame})
 
     parts: list[str] = []
+
+    def on_text(text: str) -> None:
+        parts.append(text)
+        stream.text(text)
+
     finished: Finished | None = None
+    tool_calls: list[dict[str, Any]] = []
     error = ""
     try:
         if message.model is None:
             raise ModelLoadError("The model of this conversation was deleted; pick another one.")
         engine = runtime.engine_for(message.model)
-        generation = engine.submit(generation_request_for(message, sampling))
-        current_generation = generation
-        with AbortWatcher(connection=connection, message_id=message.id, on_abort=generation.abort):
-            for event in generation.events():
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    stream.text(event.text)
-                else:
-                    finished = event
+        finished, tool_calls = _answer(
+            engine, message, options, connection=connection, on_text=on_text
+        )
     except (PromptTooLong, ModelLoadError) as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("Generation of message %s failed", message.id)
         error = f"The generation failed on worker {worker_name}: {exc}. Try again."
-    finally:
-        current_generation = None
 
     if finished is not None:
         message.finish(
@@ -122,6 +185,7 @@ def generation_run(
             completion_tokens=finished.completion_tokens,
             cached_tokens=finished.cached_tokens,
             trimmed=asdict(finished.trimmed) if finished.trimmed else None,
+            tool_calls=tool_calls,
             timings=_timings(message, finished),
         )
     else:

@@ -16,10 +16,9 @@ def generate_message(message_id: str) -> None:
     assert job is not None
     options = Message.objects.values_list("options", flat=True).get(pk=message_id)
     # Options were checked before the job was enqueued; parse again to get the typed form.
-    sampling = options_parse(options, max_priority="high").sampling
     generation_run(
         message_id=message_id,
-        sampling=sampling,
+        options=options_parse(options, max_priority="high"),
         sender=channel_sender,
         connection=job.connection,
         worker_name=job.worker_name or "",

@@ -72,6 +72,8 @@ class Message(models.Model):
     cached_tokens = models.PositiveIntegerField(null=True, blank=True)
     # {"turns": n, "tokens": n} when earlier turns were left out to fit the context window.
     trimmed = models.JSONField(default=dict, blank=True)
+    # OpenAI's shape: [{"id", "type": "function", "function": {"name", "arguments"}}].
+    tool_calls = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -120,6 +122,7 @@ class Message(models.Model):
         completion_tokens: int | None = None,
         cached_tokens: int | None = None,
         trimmed: dict[str, int] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
         timings: dict[str, Any] | None = None,
         error: str = "",
     ) -> None:
@@ -130,6 +133,7 @@ class Message(models.Model):
         self.completion_tokens = completion_tokens
         self.cached_tokens = cached_tokens
         self.trimmed = trimmed or {}
+        self.tool_calls = tool_calls or []
         self.timings = timings or {}
         self.error = error
         self.finished_at = timezone.now()
@@ -142,6 +146,7 @@ class Message(models.Model):
                 "completion_tokens",
                 "cached_tokens",
                 "trimmed",
+                "tool_calls",
                 "timings",
                 "error",
                 "finished_at",
@@ -160,6 +165,8 @@ class Message(models.Model):
         }
         if self.trimmed:
             frame["trimmed"] = self.trimmed
+        if self.tool_calls:
+            frame["tool_calls"] = self.tool_calls
         if self.error:
             frame["error"] = self.error
         return frame
@@ -176,6 +183,8 @@ class Message(models.Model):
             "model": self.model_name,
             "usage": self.usage,
             "timings": self.timings,
+            "tool_calls": self.tool_calls,
+            "trimmed": self.trimmed,
             "parent": str(self.parent_id) if self.parent_id else None,
             "created_at": self.created_at.isoformat(),
         }

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from chat.engine import Sampling
+from chat.tools import ToolRequest, ToolsError, tools_parse
 
 PRIORITIES = ("high", "normal", "low")
 MAX_STOP_STRINGS = 4
@@ -29,6 +30,7 @@ class GenerationOptions:
     model: str | None = None
     system_prompt: str = ""
     priority: str = "normal"
+    tools: ToolRequest | None = None
     # What the client asked for, as given (stored with the message).
     given: dict[str, Any] = field(default_factory=dict)
 
@@ -152,12 +154,19 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
                     )
                 priority = value
             case "tools" | "tool_choice":
-                raise InvalidOptions(key, "function calling is not available yet.")
+                pass  # checked together below
             case _:
                 raise InvalidOptions(key, "is not a known option.")
     if "max_tokens" not in values:
         values["max_tokens"] = settings.WIZ_DEFAULT_MAX_TOKENS
+    try:
+        tools = tools_parse(raw.get("tools"), raw.get("tool_choice"))
+    except ToolsError as exc:
+        raise InvalidOptions(exc.key, str(exc)) from None
+    if tools is not None and grammar is not None:
+        raise InvalidOptions("tools", "cannot be combined with grammar or response_format.")
     return GenerationOptions(
+        tools=tools,
         sampling=Sampling(grammar=grammar, **values),
         model=model,
         system_prompt=system_prompt,

@@ -46,7 +46,8 @@ function describe(message) {
 }
 
 function showFinished(view, frame) {
-  view.content.textContent = frame.content;
+  const calls = (frame.tool_calls || []).map((c) => `→ ${c.function.name}(${c.function.arguments})`);
+  view.content.textContent = calls.length ? calls.join("\n") : frame.content;
   view.meta.textContent = describe({ ...frame, model: frame.model || view.model });
   view.item.classList.remove("streaming");
   if (frame.finish_reason === "error") {

@@ -192,3 +192,104 @@ async def test_a_single_prompt_too_long_for_the_context_fails_with_the_numbers(
     assert done["finish_reason"] == "error"
     assert "context holds 256" in done["error"]
     assert "shorten it by at least" in done["error"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current time in a time zone",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
+            "required": ["zone"],
+        },
+    },
+}
+
+
+async def test_a_tool_call_comes_back_structured_with_auto(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    await socket.send_json_to(
+        {"type": "prompt", "content": "What is the weather in Paris right now?",
+         "options": {"tools": [WEATHER, TIME], "tool_choice": "auto", "seed": 1}}
+    )
+    frames = await frames_until_done(socket)
+    await socket.disconnect()
+    done = frames[-1]
+    assert done["finish_reason"] == "tool_calls", done
+    assert not [f for f in frames if f["type"] == "chunk"], "tool-call JSON is not streamed"
+    assert done["content"] == ""
+    (call,) = done["tool_calls"][:1]
+    assert call["type"] == "function"
+    assert call["id"].startswith("call_")
+    assert call["function"]["name"] in ("get_weather", "get_time")
+    arguments = json.loads(call["function"]["arguments"])
+    schema = WEATHER if call["function"]["name"] == "get_weather" else TIME
+    jsonschema.validate(arguments, schema["function"]["parameters"])
+    # Two passes (decide, then call) are both counted.
+    assert done["usage"]["completion_tokens"] > 2
+    message = await Message.objects.aget(pk=done["message"])
+    assert message.tool_calls == done["tool_calls"]
+
+
+async def test_a_named_function_is_always_called(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    done = await answer(
+        owner, "Hello there!", seed=2, tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    assert done["finish_reason"] == "tool_calls"
+    assert {c["function"]["name"] for c in done["tool_calls"]} == {"get_time"}
+    for call in done["tool_calls"]:
+        assert json.loads(call["function"]["arguments"])["zone"] in ("UTC", "CET", "PST")
+
+
+async def test_tool_choice_none_answers_in_text(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    done = await answer(
+        owner, "What is the weather in Paris?", seed=1, max_tokens=20, tools=[WEATHER],
+        tool_choice="none",
+    )
+    assert done["finish_reason"] in ("stop", "length")
+    assert done["content"]
+    assert "tool_calls" not in done
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"tools": "get_weather"}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function",
+                                              "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "tools"),
+    ],
+)
+async def test_bad_tools_are_refused_before_anything_is_queued(
+    owner: Any, default_model: Any, options: dict, key: str
+) -> None:
+    socket = await open_socket(owner)
+    await socket.send_json_to({"type": "prompt", "content": "hi", "options": options})
+    frame = await socket.receive_json_from(timeout=10)
+    await socket.disconnect()
+    assert frame["code"] == "invalid_options"
+    assert frame["key"] == key
+    assert not await Message.objects.aexists()

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def submit(user: Any, content: str = "hi", **options: Any) -> Any:
     return prompt_submit(
-        user=user, conversation_id=None, content=content,
+        user=user,
+        conversation_id=None,
+        content=content,
         options=options_parse(options, max_priority="high"),
     )
 
@@ -49,8 +51,9 @@ def drop_queued_jobs() -> None:
 
 
 @override_settings(WIZ_MAX_PENDING_PER_USER=2)
-def test_it_refuses_a_prompt_past_the_pending_limit(owner: Any, outsider: Any,
-                                                    default_model: Any) -> None:
+def test_it_refuses_a_prompt_past_the_pending_limit(
+    owner: Any, outsider: Any, default_model: Any
+) -> None:
     submit(owner)
     submit(owner)
     drop_queued_jobs()
