@@ -111,7 +111,9 @@ def pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
 
 def start_worker(name: str, log_dir: Path, *, model: str | None = None, **env: str) -> Child:
     command = inference_worker_command(name=name, model=model)
-    child = Child(name, command, child_env(**env), log_dir)
+    # Several test workers share two cores: one llama.cpp thread each keeps them from spinning
+    # against each other.
+    child = Child(name, command, child_env(**{"WIZ_THREADS": "1", **env}), log_dir)
 
     def registered() -> bool:
         if child.process.poll() is not None:

@@ -225,8 +225,11 @@ async def test_a_tool_call_comes_back_structured_with_auto(
 ) -> None:
     socket = await open_socket(owner)
     await socket.send_json_to(
-        {"type": "prompt", "content": "What is the weather in Paris right now?",
-         "options": {"tools": [WEATHER, TIME], "tool_choice": "auto", "seed": 1}}
+        {
+            "type": "prompt",
+            "content": "What is the weather in Paris right now?",
+            "options": {"tools": [WEATHER, TIME], "tool_choice": "auto", "seed": 1},
+        }
     )
     frames = await frames_until_done(socket)
     await socket.disconnect()
@@ -251,7 +254,10 @@ async def test_a_named_function_is_always_called(
     owner: Any, default_model: Any, inference_worker: Any
 ) -> None:
     done = await answer(
-        owner, "Hello there!", seed=2, tools=[WEATHER, TIME],
+        owner,
+        "Hello there!",
+        seed=2,
+        tools=[WEATHER, TIME],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     assert done["finish_reason"] == "tool_calls"
@@ -264,7 +270,11 @@ async def test_tool_choice_none_answers_in_text(
     owner: Any, default_model: Any, inference_worker: Any
 ) -> None:
     done = await answer(
-        owner, "What is the weather in Paris?", seed=1, max_tokens=20, tools=[WEATHER],
+        owner,
+        "What is the weather in Paris?",
+        seed=1,
+        max_tokens=20,
+        tools=[WEATHER],
         tool_choice="none",
     )
     assert done["finish_reason"] in ("stop", "length")
@@ -277,8 +287,10 @@ async def test_tool_choice_none_answers_in_text(
     [
         ({"tools": "get_weather"}, "tools"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
-        ({"tools": [WEATHER], "tool_choice": {"type": "function",
-                                              "function": {"name": "nope"}}}, "tool_choice"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
         ({"tool_choice": "auto"}, "tool_choice"),
         ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "tools"),
     ],

@@ -25,7 +25,10 @@ from wizweb.default_model import DefaultModelError, default_model_fetch
 from wizweb.redis_server import RedisLaunchError, redis_server_command
 
 
-def _program(name: str, command: list[str], *, priority: int, **extra: Any) -> str:
+def _program(
+    name: str, command: list[str], *, priority: int, env: dict[str, str] | None = None, **extra: Any
+) -> str:
+    environment = {"PYTHONUNBUFFERED": "1", **(env or {})}
     lines = [
         f"[program:{name}]",
         # supervisord expands %(...)s in its config: literal percent signs must be doubled.
@@ -42,7 +45,7 @@ def _program(name: str, command: list[str], *, priority: int, **extra: Any) -> s
         "redirect_stderr=true",
         "stdout_logfile=/dev/stdout",
         "stdout_logfile_maxbytes=0",
-        'environment=PYTHONUNBUFFERED="1"',
+        "environment=" + ",".join(f'{k}="{v}"' for k, v in environment.items()),
     ]
     lines += [f"{key}={value}" for key, value in extra.items()]
     return "\n".join(lines) + "\n"
@@ -106,6 +109,12 @@ class Command(BaseCommand):
             )
         )
 
+    @staticmethod
+    def _threads_per_worker(workers: int) -> int:
+        if settings.WIZ_THREADS:
+            return int(settings.WIZ_THREADS)
+        return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
     def _write_config(self, *, host: str, port: int, workers: int) -> Path:
         run_dir = Path(settings.RUN_DIR)
         python = sys.executable
@@ -137,6 +146,9 @@ class Command(BaseCommand):
                     "inference",
                     [python, manage, "inference_worker"],
                     priority=20,
+                    # Workers on one box share its cores: llama.cpp threads that outnumber the
+                    # cores spin against each other and every answer gets slower.
+                    env={"WIZ_THREADS": str(self._threads_per_worker(workers))},
                     numprocs=workers,
                     process_name="%(program_name)s-%(process_num)d",
                 )
