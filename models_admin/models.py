@@ -24,6 +24,8 @@ class LocalModel(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     # What the GGUF header says: architecture, context_length, chat_template, quantization, ...
     metadata = models.JSONField(default=dict, blank=True)
+    # How workers load it: n_ctx, n_threads, n_gpu_layers, n_batch (any left out: the defaults).
+    load_options = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.READY)
     error = models.TextField(blank=True)
     is_default = models.BooleanField(default=False)

@@ -35,11 +35,16 @@ class LoadOptions:
 
     @classmethod
     def for_model(cls, model: LocalModel) -> LoadOptions:
+        """The model's own load options over the defaults: its trained context (capped by
+        WIZ_MAX_CONTEXT; llama-cpp-python's own default of 512 is too small for chat) and
+        every core (llama-cpp-python's default is half)."""
         trained = model.context_length or 2048
+        given = model.load_options or {}
         return cls(
-            n_ctx=min(trained, settings.WIZ_MAX_CONTEXT),
-            # llama-cpp-python's own default is half the cores; a chat box wants them all.
-            n_threads=settings.WIZ_THREADS or os.cpu_count() or 1,
+            n_ctx=min(int(given.get("n_ctx") or trained), trained, settings.WIZ_MAX_CONTEXT),
+            n_threads=int(given.get("n_threads") or settings.WIZ_THREADS or os.cpu_count() or 1),
+            n_gpu_layers=int(given.get("n_gpu_layers") or 0),
+            n_batch=int(given.get("n_batch") or 512),
         )
 
 
@@ -63,6 +68,7 @@ class Loaded:
     engine: Engine
     name: str
     bytes: int
+    options: LoadOptions
 
 
 class ModelRuntime:
@@ -85,10 +91,15 @@ class ModelRuntime:
     def engine_for(self, model: LocalModel) -> Engine:
         with self._lock:
             entry = self._loaded.get(model.file)
+            options = LoadOptions.for_model(model)
+            if entry is not None and entry.options != options:
+                # The admin changed how this model loads: load it again with the new options.
+                self._loaded.pop(model.file)
+                entry.engine.llama.close()
+                entry = None
             if entry is not None:
                 self._loaded.move_to_end(model.file)
                 return entry.engine
-            options = LoadOptions.for_model(model)
             need = model_memory_estimate(model, options.n_ctx)
             budget = self.budget_bytes
             if need > budget:
@@ -100,7 +111,7 @@ class ModelRuntime:
                 _, evicted = self._loaded.popitem(last=False)
                 log.info("Unloading %s to make room for %s", evicted.name, model.name)
                 evicted.engine.llama.close()
-            self._loaded[model.file] = Loaded(self._load(model, options), model.name, need)
+            self._loaded[model.file] = Loaded(self._load(model, options), model.name, need, options)
             return self._loaded[model.file].engine
 
     def unload(self, model: LocalModel) -> bool:

@@ -48,3 +48,16 @@ def test_it_refuses_a_model_larger_than_the_budget_with_numbers(default_model: A
     assert "needs about 0.3" in message
     assert "may hold 0.05 GB" in message
     assert "WIZ_WORKER_MEMORY_MB" in message
+
+
+def test_it_loads_each_model_with_its_own_options(default_model: Any) -> None:
+    runtime = ModelRuntime()
+    default_model.load_options = {"n_ctx": 1024, "n_threads": 1, "n_batch": 128}
+    engine = runtime.engine_for(default_model)
+    assert engine.n_ctx == 1024
+    assert engine.llama.n_batch == 128
+    default_model.load_options = {"n_ctx": 2048}
+    reloaded = runtime.engine_for(default_model)
+    assert reloaded is not engine
+    assert reloaded.n_ctx == 2048
+    runtime.unload(default_model)
