@@ -136,6 +136,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 }
             )
         await self.catch_up(message_id)
+        await self.announce_queue()
+
+    async def announce_queue(self) -> None:
+        """Tell every waiting generation its place (it shifts when one joins or leaves)."""
+        for group, frame in await database_sync_to_async(services.queue_position_frames)():
+            await self.channel_layer.group_send(group, {"type": "chat.frame", "frame": frame})
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         message_id = str(_uuid(frame, "message"))
@@ -163,6 +169,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_send(
                 message_group(message_id), {"type": "chat.frame", "frame": message.done_frame()}
             )
+            await self.announce_queue()
 
     async def catch_up(self, message_id: str) -> None:
         """Send what the message has beyond what this socket saw: logged chunks, then `done`.

@@ -64,10 +64,10 @@ async def test_it_serves_high_before_normal_before_low(
     started = [f["message"] for f in frames if f["type"] == "started"]
     assert started == [high["message"], normal["message"], low["message"]]
     assert {f["worker"] for f in frames if f["type"] == "started"} == {"pinned-second"}
-    # The low one was told its place as the others left the queue ahead of it.
+    # The low one was told its place as the others came in ahead of it and then left.
     positions = [f["position"] for f in frames if f["type"] == "queued" and f["message"] == ids[0]]
-    assert positions and positions[-1] == 1
-    assert positions == sorted(positions, reverse=True)
+    assert 3 in positions
+    assert positions[-1] == 1
 
 
 async def test_it_routes_each_model_to_the_worker_that_holds_it(
