@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -346,3 +347,19 @@ async def test_it_replays_a_finished_answer_to_a_subscriber(
     error = await intruder.receive_json_from(timeout=10)
     assert error["code"] == "not_found"
     await intruder.disconnect()
+
+
+async def test_it_finishes_and_saves_the_answer_when_every_browser_is_gone(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, "Write a haiku about the sea.", max_tokens=40, seed=4)
+    await socket.disconnect()
+    for _ in range(300):
+        message = await Message.objects.aget(pk=accepted["message"])
+        if message.is_finished:
+            break
+        await asyncio.sleep(0.1)
+    assert message.state == Message.State.DONE
+    assert message.content.strip()
+    assert message.completion_tokens
