@@ -184,9 +184,6 @@ class Engine:
             same += 1
         return same
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False))
-
     def submit(self, request: GenerationRequest) -> Generation:
         return Generation(self, request)
 
@@ -202,10 +199,6 @@ class Generation:
 
     def abort(self) -> None:
         self._abort.set()
-
-    @property
-    def aborted(self) -> bool:
-        return self._abort.is_set()
 
     def events(self) -> Iterator[Event]:
         engine = self.engine

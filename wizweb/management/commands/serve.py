@@ -126,6 +126,8 @@ class Command(BaseCommand):
             f"pidfile={run_dir / 'supervisord.pid'}\n"
             f"childlogdir={run_dir}\n"
             "loglevel=warn\n"
+            # Said out loud so supervisord does not warn that it keeps root's privileges.
+            + ("user=root\n" if os.geteuid() == 0 else "")
         ]
         if settings.USE_PRIVATE_REDIS:
             try:
