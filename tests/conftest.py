@@ -3,10 +3,11 @@ worker and a real daphne server as subprocesses sharing the test database and Re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
@@ -27,6 +28,13 @@ from tests.processes import (
 from wizweb.redis_server import redis_connection
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+async def channel_layer_closed() -> AsyncIterator[None]:
+    """Each async test has its own event loop; the channel layer's pools must not outlive it."""
+    yield
+    await get_channel_layer().close_pools()
 
 
 @pytest.fixture(scope="session")

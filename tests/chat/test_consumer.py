@@ -4,53 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import llama_cpp
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.models import Conversation, Message
-from tests.conftest import session_cookie
-from wizweb.asgi import application
+from tests.chat.socket_client import (
+    connect,
+    frames_until_done,
+    next_of_type,
+    open_socket,
+    send_prompt,
+)
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def close_channel_layer() -> AsyncIterator[None]:
-    # Each test has its own event loop; the layer's Redis pools must not outlive it.
-    yield
-    await get_channel_layer().close_pools()
-
-
-async def connect(user: Any = None, origin: str = "http://testserver") -> WebsocketCommunicator:
-    headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
-    if user is not None:
-        cookie = await sync_to_async(session_cookie)(user)
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-
-
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    socket = await connect(user)
-    connected, _ = await socket.connect()
-    assert connected
-    return socket
-
-
-async def frames_until_done(socket: WebsocketCommunicator, timeout: float = 60) -> list[dict]:
-    frames = []
-    while True:
-        frame = await socket.receive_json_from(timeout=timeout)
-        frames.append(frame)
-        if frame["type"] in ("done", "error"):
-            return frames
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel_layer_closed"),
+]
 
 
 def expected_prompt_tokens(model_path: str, messages: list[dict[str, str]]) -> int:
@@ -232,20 +205,6 @@ async def test_it_names_the_bad_option(owner: Any, default_model: Any) -> None:
 
 
 LONG_PROMPT = "Write a very long essay about the history of rivers, with many details."
-
-
-async def send_prompt(socket: WebsocketCommunicator, content: str, **options: Any) -> dict:
-    await socket.send_json_to({"type": "prompt", "content": content, "options": options})
-    accepted = await socket.receive_json_from(timeout=10)
-    assert accepted["type"] == "accepted", accepted
-    return accepted
-
-
-async def next_of_type(socket: WebsocketCommunicator, kind: str, message: str) -> dict:
-    while True:
-        frame = await socket.receive_json_from(timeout=60)
-        if frame["type"] == kind and frame.get("message") == message:
-            return frame
 
 
 async def test_it_aborts_a_running_generation_and_keeps_its_text(

@@ -10,22 +10,18 @@ from typing import Any
 
 import jsonschema
 import pytest
-from channels.layers import get_channel_layer
 
 from chat.models import Conversation, Message
-from tests.chat.test_consumer import frames_until_done, open_socket
+from tests.chat.socket_client import frames_until_done, open_socket
 from tests.conftest import SECOND_MODEL, start_worker
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel_layer_closed"),
+]
 
 BASE = {"seed": 9, "temperature": 1.0, "max_tokens": 24}
 PROMPT = "Tell me something about cats."
-
-
-@pytest.fixture(autouse=True)
-async def close_channel_layer() -> Any:
-    yield
-    await get_channel_layer().close_pools()
 
 
 async def answer(

@@ -7,54 +7,31 @@ import time
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
 from rq.command import send_stop_job_command
 
 from chat.models import Message
 from models_admin.workers import worker_states
-from tests.chat.test_consumer import LONG_PROMPT, frames_until_done, open_socket
+from tests.chat.socket_client import collect, done_for, frames_until_done, open_socket, send_prompt
+from tests.chat.test_consumer import LONG_PROMPT
 from tests.conftest import SECOND_MODEL, start_worker
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def close_channel_layer() -> Any:
-    yield
-    await get_channel_layer().close_pools()
-
-
-async def prompt(socket: Any, content: str, **options: Any) -> dict:
-    await socket.send_json_to({"type": "prompt", "content": content, "options": options})
-    while True:
-        frame = await socket.receive_json_from(timeout=10)
-        if frame["type"] == "accepted":
-            return frame
-        assert frame["type"] != "error", frame
-
-
-async def collect(socket: Any, until: Any, timeout: float = 60) -> list[dict]:
-    frames: list[dict] = []
-    while not until(frames):
-        frames.append(await socket.receive_json_from(timeout=timeout))
-    return frames
-
-
-def done_for(frames: list[dict], message: str) -> dict | None:
-    return next((f for f in frames if f["type"] == "done" and f["message"] == message), None)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel_layer_closed"),
+]
 
 
 async def test_it_serves_high_before_normal_before_low(
     staff: Any, pinned_worker: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(staff)
-    blocker = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=400, seed=1)
+    blocker = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=400, seed=1)
     await collect(socket, lambda fs: any(f["type"] == "started" for f in fs))
-    low = await prompt(socket, "One", model=SECOND_MODEL, max_tokens=4, priority="low")
-    normal = await prompt(socket, "Two", model=SECOND_MODEL, max_tokens=4, priority="normal")
-    high = await prompt(socket, "Three", model=SECOND_MODEL, max_tokens=4, priority="high")
+    low = await send_prompt(socket, "One", model=SECOND_MODEL, max_tokens=4, priority="low")
+    normal = await send_prompt(socket, "Two", model=SECOND_MODEL, max_tokens=4, priority="normal")
+    high = await send_prompt(socket, "Three", model=SECOND_MODEL, max_tokens=4, priority="high")
     assert (low["queue_position"], normal["queue_position"], high["queue_position"]) == (1, 1, 1)
     await socket.send_json_to({"type": "abort", "message": blocker["message"]})
     ids = [low["message"], normal["message"], high["message"]]
@@ -76,8 +53,8 @@ async def test_it_routes_each_model_to_the_worker_that_holds_it(
     default_worker = start_worker("pinned-default", log_dir, model=default_model.name)
     try:
         socket = await open_socket(owner)
-        first = await prompt(socket, "Hi", model=SECOND_MODEL, max_tokens=8)
-        second = await prompt(socket, "Hi", model=default_model.name, max_tokens=8)
+        first = await send_prompt(socket, "Hi", model=SECOND_MODEL, max_tokens=8)
+        second = await send_prompt(socket, "Hi", model=default_model.name, max_tokens=8)
         frames = await collect(
             socket, lambda fs: done_for(fs, first["message"]) and done_for(fs, second["message"])
         )
@@ -94,7 +71,7 @@ async def test_it_fails_the_answer_of_a_killed_worker_and_keeps_its_text(
     owner: Any, pinned_worker: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(owner)
-    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
     message_id = accepted["message"]
     seen = await collect(socket, lambda fs: sum(f["type"] == "chunk" for f in fs) >= 2)
     pinned_worker.process.send_signal(signal.SIGKILL)
@@ -119,7 +96,7 @@ async def test_it_aborts_on_rqs_own_stop_command(
     owner: Any, pinned_worker: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(owner)
-    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
     await collect(socket, lambda fs: any(f["type"] == "chunk" for f in fs))
     send_stop_job_command(redis_connection(), accepted["message"])
     frames = await frames_until_done(socket)
@@ -132,7 +109,7 @@ async def test_it_keeps_beating_while_it_generates(
     owner: Any, pinned_worker: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(owner)
-    accepted = await prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
     await collect(socket, lambda fs: any(f["type"] == "chunk" for f in fs))
 
     def beating_while_busy() -> bool:

@@ -125,9 +125,8 @@ class Command(BaseCommand):
             f"logfile={run_dir / 'supervisord.log'}\n"
             f"pidfile={run_dir / 'supervisord.pid'}\n"
             f"childlogdir={run_dir}\n"
-            "loglevel=warn\n"
+            "loglevel=warn\n" + ("user=root\n" if os.geteuid() == 0 else "")
             # Said out loud so supervisord does not warn that it keeps root's privileges.
-            + ("user=root\n" if os.geteuid() == 0 else "")
         ]
         if settings.USE_PRIVATE_REDIS:
             try:
