@@ -16,7 +16,8 @@ from django.db.models import Case, QuerySet, Value, When
 from django.utils import timezone
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Conversation, Message
 from chat.options import GenerationOptions
@@ -209,6 +210,21 @@ WORKER_LOST_ERROR = (
 REQUEUE_GRACE = timedelta(seconds=10)
 
 
+def _job_mark_failed(connection: redis.Redis, job_id: str, reason: str) -> None:
+    """Move a dead worker's job from rq's started registry to its failed one, at once instead
+    of after its heartbeat expires (the job's timeout plus a minute)."""
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except NoSuchJobError:
+        return
+    started = StartedJobRegistry(job.origin, connection=connection)
+    pipe = connection.pipeline()
+    started.remove_executions(job, pipeline=pipe)
+    job.set_status(JobStatus.FAILED, pipeline=pipe)
+    FailedJobRegistry(job.origin, connection=connection).add(job, exc_string=reason, pipeline=pipe)
+    pipe.execute()
+
+
 def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
     """Mend what dead workers and a restarted Redis leave behind; returns the frames to send.
 
@@ -231,6 +247,7 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
         if failed:
             message.refresh_from_db()
             frames.append((message_group(message.id), message.done_frame()))
+            _job_mark_failed(connection, str(message.id), WORKER_LOST_ERROR)
     stale = Message.objects.filter(
         state=Message.State.QUEUED, role=Message.Role.ASSISTANT, created_at__lt=now - REQUEUE_GRACE
     )

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Message
 from models_admin.workers import worker_states
@@ -90,6 +92,13 @@ async def test_it_fails_the_answer_of_a_killed_worker_and_keeps_its_text(
     message = await Message.objects.aget(pk=message_id)
     assert message.state == Message.State.FAILED
     assert message.content == done["content"]
+    job = Job.fetch(message_id, connection=redis_connection())
+    assert job.get_status() == JobStatus.FAILED
+    assert message_id in FailedJobRegistry(job.origin, connection=redis_connection())
+    assert (
+        message_id
+        not in StartedJobRegistry(job.origin, connection=redis_connection()).get_job_ids()
+    )
 
 
 async def test_it_aborts_on_rqs_own_stop_command(
