@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -15,7 +14,7 @@ from django.conf import settings
 from chat import services
 from chat.models import Message
 from chat.options import InvalidOptions, options_parse
-from chat.streams import chunk_log_read, message_group, user_group
+from chat.streams import message_backlog, message_group, user_group
 from wizweb.redis_server import redis_connection
 
 MAX_FRAME_BYTES = 256 * 1024
@@ -177,23 +176,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         The socket is already in the message's group, so whatever is logged after this read
         arrives as live frames; `chat_frame` drops the ones already sent here.
         """
-        connection = redis_connection()
-        after = self.last_seq.get(message_id, 0)
-        chunks = await sync_to_async(chunk_log_read, thread_sensitive=False)(
-            connection, message_id, after
+        backlog = await database_sync_to_async(message_backlog)(
+            redis_connection(), message_id, self.last_seq.get(message_id, 0)
         )
-        message = await Message.objects.filter(pk=message_id).afirst()
-        if message is None:
-            return
-        if not chunks and message.is_finished and after == 0 and message.content:
-            # The log has expired: the saved answer stands in for its chunks.
-            chunks = [message.content]
-        for offset, text in enumerate(chunks, start=after + 1):
-            await self.chat_frame(
-                {"frame": {"type": "chunk", "message": message_id, "seq": offset, "text": text}}
-            )
-        if message.is_finished:
-            await self.chat_frame({"frame": message.done_frame()})
+        for frame in backlog:
+            await self.chat_frame({"frame": frame})
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A frame of one generation, from its group or from `catch_up`: sent once, in order."""

@@ -106,8 +106,13 @@ def _answer(
     on_text: Callable[[str], None],
 ) -> tuple[Finished, list[dict[str, Any]]]:
     """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted."""
-    history = generation_history(message)
     run = partial(_run_pass, engine, connection=connection, message_id=message.id)
+    if message.mode == Message.Mode.COMPLETION:
+        # /v1/completions: the prompt as it is, no chat template and no tools.
+        assert message.parent is not None
+        request = GenerationRequest(prompt=message.parent.content, sampling=options.sampling)
+        return run(request, on_text=on_text), []
+    history = generation_history(message)
     plan = options.tools
     spent: Finished | None = None
     if plan is not None and plan.needs_decision:
@@ -144,7 +149,7 @@ def generation_run(
     connection: redis.Redis,
     worker_name: str,
 ) -> None:
-    message = Message.objects.select_related("conversation", "model").get(pk=message_id)
+    message = Message.objects.select_related("conversation", "model", "parent").get(pk=message_id)
     if not message.start(worker=worker_name):
         return  # aborted while it waited in the queue
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)

@@ -16,6 +16,8 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=200, blank=True)
+    # False for API calls made with a key that keeps no history: hidden, and removed when done.
+    in_history = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -36,6 +38,11 @@ class Message(models.Model):
         SYSTEM = "system"
         USER = "user"
         ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    class Mode(models.TextChoices):
+        CHAT = "chat"  # the turns, through the model's chat template
+        COMPLETION = "completion"  # the user turn's text as it is (/v1/completions)
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -66,6 +73,7 @@ class Message(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     options = models.JSONField(default=dict, blank=True)
     priority = models.CharField(max_length=10, default="normal")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.CHAT)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     # Prompt tokens the worker had evaluated already (a follow-up turn reuses the history).

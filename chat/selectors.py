@@ -14,12 +14,14 @@ SIDEBAR_PAGE = 50
 
 
 def conversation_list(*, user: User) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user).order_by("-updated_at")
+    return Conversation.objects.filter(owner=user, in_history=True).order_by("-updated_at")
 
 
 def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:
     """The user's own conversation, or 404 (another user's id looks like a missing one)."""
-    conversation = Conversation.objects.filter(owner=user, pk=conversation_id).first()
+    conversation = Conversation.objects.filter(
+        owner=user, pk=conversation_id, in_history=True
+    ).first()
     if conversation is None:
         raise Http404("No such conversation.")
     return conversation

@@ -155,24 +155,72 @@ def prompt_submit(
             raise ChatError("not_found", "That conversation does not exist or is not yours.")
         conversation = found
         parent = conversation.messages.order_by("-created_at").first()
-    stored_options = dict(options.given)
-    stored_options["model"] = model.name
     user_message = Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.USER, content=content
     )
+    message = _answer_queue(user_message, model=model, options=options)
+    return Accepted(conversation, user_message, message, queue_position(message))
+
+
+def _answer_queue(
+    parent: Message,
+    *,
+    model: LocalModel,
+    options: GenerationOptions,
+    mode: str = Message.Mode.CHAT,
+) -> Message:
+    """A queued assistant message answering `parent`, enqueued when the transaction commits."""
+    stored_options = dict(options.given)
+    stored_options["model"] = model.name
     message = Message.objects.create(
-        conversation=conversation,
-        parent=user_message,
+        conversation=parent.conversation,
+        parent=parent,
         role=Message.Role.ASSISTANT,
         state=Message.State.QUEUED,
         model=model,
         model_name=model.name,
         options=stored_options,
         priority=options.priority,
+        mode=mode,
     )
-    conversation.touch()
+    parent.conversation.touch()
     transaction.on_commit(lambda: _enqueue(message))
-    return Accepted(conversation, user_message, message, queue_position(message))
+    return message
+
+
+@transaction.atomic
+def api_request_submit(
+    *,
+    user: User,
+    turns: list[dict[str, str]],
+    options: GenerationOptions,
+    mode: str = Message.Mode.CHAT,
+    in_history: bool = False,
+) -> Message:
+    """An API request: its turns saved as a new conversation, and a queued answer.
+
+    Without history the conversation is hidden from the user's lists and removed once the
+    answer has been delivered (see `api_conversation_discard`)."""
+    model = _model_for(options)
+    _check_pending_limit(user)
+    last_user = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "API call")
+    conversation = Conversation.objects.create(
+        owner=user, title=_title_from(last_user), in_history=in_history
+    )
+    parent = None
+    for turn in turns:
+        parent = Message.objects.create(
+            conversation=conversation, parent=parent, role=turn["role"], content=turn["content"]
+        )
+    assert parent is not None
+    return _answer_queue(parent, model=model, options=options, mode=mode)
+
+
+def api_conversation_discard(*, message: Message) -> None:
+    """Remove a finished API conversation that its key keeps out of the user's history."""
+    Conversation.objects.filter(pk=message.conversation_id, in_history=False).exclude(
+        messages__state__in=(Message.State.QUEUED, Message.State.RUNNING)
+    ).delete()
 
 
 def message_abort(*, user: User, message_id: uuid.UUID) -> Message:
@@ -206,6 +254,7 @@ WORKER_LOST_ERROR = (
     "The worker writing this answer stopped (it was killed or crashed); the text so far is "
     "kept. Send the prompt again to try once more."
 )
+HIDDEN_CONVERSATION_TTL = timedelta(hours=1)
 # A queued message younger than this may still be on its way into the queue (on_commit).
 REQUEUE_GRACE = timedelta(seconds=10)
 
@@ -254,4 +303,8 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
     for message in stale:
         if not Job.exists(str(message.id), connection=connection):
             _enqueue(message)
+    # API calls kept out of history whose client went away before they were discarded.
+    Conversation.objects.filter(
+        in_history=False, updated_at__lt=now - HIDDEN_CONVERSATION_TTL
+    ).exclude(messages__state__in=(Message.State.QUEUED, Message.State.RUNNING)).delete()
     return frames

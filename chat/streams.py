@@ -56,6 +56,34 @@ def chunk_log_read(connection: redis.Redis, message_id: uuid.UUID | str, after: 
     return [item.decode("utf-8") for item in raw]
 
 
+def message_backlog(
+    connection: redis.Redis, message_id: uuid.UUID | str, after: int
+) -> list[dict[str, Any]]:
+    """What a message has beyond chunk `after`: its logged chunks, then `done` if it finished.
+
+    Read the log before the row: a finished row means the log was complete when read. A reader
+    that joined the message's group first gets everything later as live frames, and drops any
+    seq it has already seen.
+    """
+    from chat.models import Message
+
+    message_id = str(message_id)
+    chunks = chunk_log_read(connection, message_id, after)
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        return []
+    if not chunks and message.is_finished and after == 0 and message.content:
+        # The log has expired: the saved answer stands in for its chunks.
+        chunks = [message.content]
+    frames: list[dict[str, Any]] = [
+        {"type": "chunk", "message": message_id, "seq": seq, "text": text}
+        for seq, text in enumerate(chunks, start=after + 1)
+    ]
+    if message.is_finished:
+        frames.append(message.done_frame())
+    return frames
+
+
 class AbortWatcher:
     """Calls `on_abort` as soon as someone asks to stop the message: a side thread listens on the
     message's abort channel, so a generation stops within a token, not at its next chunk."""

@@ -1,4 +1,4 @@
-"""Project-level views: the health check."""
+"""Project-level views: the health check and the API keys page."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import User
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_http_methods
 from rq import Worker
 
 from models_admin.workers import worker_states
+from wizweb.apikeys import apikey_create, apikey_revoke
+from wizweb.models import ApiKey
 from wizweb.redis_server import redis_connection
 
 
@@ -62,3 +66,22 @@ def healthz(request: HttpRequest) -> JsonResponse:
     healthy = db["ok"] and redis_state["ok"] and workers["ok"]
     body = {"ok": healthy, "db": db, "redis": redis_state, "workers": workers}
     return JsonResponse(body, status=200 if healthy else 503)
+
+
+@require_http_methods(["GET", "POST"])
+def api_keys(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    assert isinstance(user, User)  # LoginRequiredMiddleware lets no anonymous user through
+    context: dict[str, Any] = {}
+    if request.method == "POST":
+        if request.POST.get("action") == "create":
+            created = apikey_create(
+                user=user,
+                name=request.POST.get("name", "")[:100],
+                keep_history=bool(request.POST.get("keep_history")),
+            )
+            context.update(new_key=created.api_key, new_secret=created.secret)
+        elif request.POST.get("action") == "revoke" and request.POST.get("key", "").isdigit():
+            apikey_revoke(user=user, key_id=int(request.POST["key"]))
+    context["keys"] = ApiKey.objects.filter(user=user)
+    return render(request, "wizweb/api_keys.html", context)

@@ -1,0 +1,135 @@
+"""The JSON API of a user's own history: `/api/conversations/`, one conversation, its export.
+
+Session or API-key auth; another user's conversation is a 404, like a missing one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import User
+from django.core.paginator import EmptyPage, Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from chat import selectors
+from chat.models import Conversation, Message
+from wizweb.apikeys import apikey_from_request
+
+PAGE_SIZE = 50
+
+
+def _api_error(status: int, message: str, code: str) -> JsonResponse:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    return JsonResponse(body, status=status)
+
+
+def api_user_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The logged-in user, or the owner of the request's API key; 401 in JSON otherwise."""
+
+    @login_not_required
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            api_key = apikey_from_request(request)
+            if api_key is None:
+                return _api_error(
+                    401, "Log in, or send 'Authorization: Bearer <key>'.", "invalid_api_key"
+                )
+            user = api_key.user
+        try:
+            return view(request, user, *args, **kwargs)
+        except Http404:
+            return _api_error(404, "That conversation does not exist or is not yours.", "not_found")
+
+    return wrapper
+
+
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+def conversation_export(conversation: Conversation) -> dict[str, Any]:
+    messages = selectors.conversation_messages(conversation=conversation)
+    return {**conversation_summary(conversation), "messages": [m.as_frame() for m in messages]}
+
+
+def conversation_markdown(conversation: Conversation) -> str:
+    lines = [f"# {conversation.title or 'Conversation'}", ""]
+    for message in selectors.conversation_messages(conversation=conversation):
+        who = {"user": "You", "assistant": f"Assistant ({message.model_name or 'model'})"}.get(
+            message.role, message.role.capitalize()
+        )
+        lines += [f"**{who}:**", "", message.content or "", ""]
+        if message.tool_calls:
+            lines += ["```json", json.dumps(message.tool_calls, indent=2), "```", ""]
+        if message.state == Message.State.FAILED:
+            lines += [f"_(failed: {message.error})_", ""]
+    return "\n".join(lines)
+
+
+@require_GET
+@api_user_required
+def conversation_list(request: HttpRequest, user: User) -> HttpResponse:
+    paginator = Paginator(selectors.conversation_list(user=user), PAGE_SIZE)
+    try:
+        number = int(request.GET.get("page", "1"))
+        page = paginator.page(number)
+    except (ValueError, EmptyPage):
+        return _api_error(
+            400, f"'page' must be between 1 and {paginator.num_pages}.", "invalid_page"
+        )
+    return JsonResponse(
+        {
+            "count": paginator.count,
+            "page": page.number,
+            "pages": paginator.num_pages,
+            "next": f"?page={page.next_page_number()}" if page.has_next() else None,
+            "previous": f"?page={page.previous_page_number()}" if page.has_previous() else None,
+            "results": [conversation_summary(c) for c in page.object_list],
+        }
+    )
+
+
+@require_GET
+@api_user_required
+def conversation_detail(
+    request: HttpRequest, user: User, conversation_id: uuid.UUID
+) -> HttpResponse:
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    return JsonResponse(conversation_export(conversation))
+
+
+@require_GET
+@api_user_required
+def conversation_download(
+    request: HttpRequest, user: User, conversation_id: uuid.UUID
+) -> HttpResponse:
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    kind = request.GET.get("format", "json")
+    stem = f"conversation-{conversation.id}"
+    if kind == "md":
+        response = HttpResponse(
+            conversation_markdown(conversation), content_type="text/markdown; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{stem}.md"'
+    elif kind == "json":
+        response = JsonResponse(conversation_export(conversation), json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="{stem}.json"'
+    else:
+        return _api_error(400, "'format' must be md or json.", "invalid_format")
+    return response

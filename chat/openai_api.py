@@ -1,0 +1,422 @@
+"""OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+They reach the same queue, priorities and workers as the chat page: a request becomes a
+conversation and a queued assistant message (chat.services.api_request_submit), and the view
+follows that message's frames (chat.follow) into OpenAI's response or server-sent events. A
+client that goes away stops its generation, so the worker is free for the next request.
+docs/api.md is the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import services
+from chat.follow import message_follow
+from chat.models import Message
+from chat.options import GenerationOptions, InvalidOptions, options_parse
+from models_admin.models import LocalModel
+from wizweb.apikeys import apikey_from_request
+from wizweb.models import ApiKey
+
+# Our generation options, under their OpenAI names (and our extensions).
+OPTION_KEYS = {
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "max_tokens",
+    "stop",
+    "response_format",
+    "grammar",
+    "tools",
+    "tool_choice",
+    "response_prefix",
+    "priority",
+}
+# OpenAI parameters that change nothing here; clients send them routinely.
+IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tier"}
+ROLES = {"system", "user", "assistant", "tool"}
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.status, self.type, self.param, self.code = status, type, param, code
+        super().__init__(message)
+
+    def response(self) -> JsonResponse:
+        body = {
+            "error": {
+                "message": str(self),
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        response = JsonResponse(body, status=self.status)
+        if self.status == 429:
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+
+def _chat_error(exc: services.ChatError) -> ApiError:
+    if exc.code == "too_many_pending":
+        return ApiError(429, str(exc), type="rate_limit_error", code=exc.code)
+    if exc.code in ("model_not_found", "no_model"):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    return ApiError(400, str(exc), code=exc.code)
+
+
+async def _api_key(request: HttpRequest) -> ApiKey:
+    api_key = await database_sync_to_async(apikey_from_request)(request)
+    if api_key is None:
+        raise ApiError(
+            401,
+            "Missing, unknown or revoked API key: send 'Authorization: Bearer <key>'; "
+            "create a key at /account/keys/.",
+            code="invalid_api_key",
+        )
+    return api_key
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise ApiError(
+            400, "'model' is required: one of the ids from GET /v1/models.", param="model"
+        )
+    return body
+
+
+def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> GenerationOptions:
+    raw: dict[str, Any] = {"model": body["model"]}
+    for key, value in body.items():
+        if key in handled or key in IGNORED_KEYS:
+            continue
+        if key == "max_completion_tokens":
+            raw["max_tokens"] = value
+        elif key in OPTION_KEYS:
+            raw[key] = value
+        elif key == "n":
+            if value not in (None, 1):
+                raise ApiError(400, "Only one choice per request is supported (n=1).", param="n")
+        elif key in ("logprobs", "top_logprobs", "echo", "best_of", "suffix", "logit_bias"):
+            if value not in (None, False, 0, 1, {}):
+                raise ApiError(400, f"'{key}' is not supported.", param=key)
+        else:
+            raise ApiError(400, f"Unknown parameter '{key}'.", param=key, code="unknown_parameter")
+    try:
+        return options_parse(raw, max_priority=services.max_priority_for(api_key.user))
+    except InvalidOptions as exc:
+        raise ApiError(400, str(exc), param=exc.key) from None
+
+
+def _content_text(content: Any, index: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ApiError(
+                    400,
+                    "Only text content parts are supported.",
+                    param=f"messages[{index}].content",
+                )
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ApiError(
+        400,
+        "A message's content must be a string or a list of text parts.",
+        param=f"messages[{index}].content",
+    )
+
+
+def _turns(messages: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
+    turns = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ApiError(
+                400,
+                "Each message needs a role: system, user, assistant or tool.",
+                param=f"messages[{index}].role",
+            )
+        text = _content_text(message.get("content"), index)
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            # Shown to the model the way our call pass writes calls (chat.tools).
+            calls = [
+                {
+                    "name": c["function"]["name"],
+                    "arguments": json.loads(c["function"].get("arguments") or "{}"),
+                }
+                for c in message["tool_calls"]
+            ]
+            text = text or json.dumps(calls, ensure_ascii=False)
+        turns.append({"role": message["role"], "content": text})
+    return turns
+
+
+async def _submit(
+    api_key: ApiKey, turns: list[dict[str, str]], options: GenerationOptions, mode: str
+) -> Message:
+    try:
+        return await database_sync_to_async(services.api_request_submit)(
+            user=api_key.user,
+            turns=turns,
+            options=options,
+            mode=mode,
+            in_history=api_key.keep_history,
+        )
+    except services.ChatError as exc:
+        raise _chat_error(exc) from None
+
+
+async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[dict[str, Any]]:
+    """The message's frames; if the client goes away first, its generation is stopped."""
+    finished = False
+    try:
+        async for frame in message_follow(message.id):
+            if frame["type"] == "done":
+                finished = True
+            yield frame
+    finally:
+        if not finished:
+            await asyncio.shield(
+                database_sync_to_async(services.message_abort)(
+                    user=api_key.user, message_id=message.id
+                )
+            )
+        await database_sync_to_async(services.api_conversation_discard)(message=message)
+
+
+def _finish_reason(done: dict[str, Any]) -> str:
+    reason = str(done["finish_reason"])
+    return "stop" if reason == "aborted" else reason
+
+
+def _usage(done: dict[str, Any]) -> dict[str, Any] | None:
+    return done.get("usage")
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+def _error_payload(done: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": done.get("error") or "The generation failed.",
+            "type": "server_error",
+            "param": None,
+            "code": "generation_failed",
+        }
+    }
+
+
+class _Stream:
+    """OpenAI's shapes for one request, chat or text completion."""
+
+    def __init__(self, message: Message, model: str, *, chat: bool) -> None:
+        self.chat = chat
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{message.id.hex}"
+        self.model = model
+        self.created = int(time.time())
+        self.object = "chat.completion" if chat else "text_completion"
+
+    def _base(self, suffix: str = "") -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object + suffix,
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def chunk(
+        self,
+        *,
+        text: str | None = None,
+        role: bool = False,
+        tool_calls: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = None,
+    ) -> dict[str, Any]:
+        if not self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": text or "",
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            return {**self._base(), "choices": [choice]}
+        delta: dict[str, Any] = {}
+        if role:
+            delta.update(role="assistant", content="")
+        if text is not None:
+            delta["content"] = text
+        if tool_calls:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**self._base(".chunk"), "choices": [choice]}
+
+    def usage_chunk(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+        suffix = ".chunk" if self.chat else ""
+        return {**self._base(suffix), "choices": [], "usage": usage}
+
+    def whole(self, done: dict[str, Any]) -> dict[str, Any]:
+        if self.chat:
+            answer: dict[str, Any] = {"role": "assistant", "content": done["content"] or None}
+            if done.get("tool_calls"):
+                answer["tool_calls"] = done["tool_calls"]
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": answer,
+                "logprobs": None,
+                "finish_reason": _finish_reason(done),
+            }
+        else:
+            choice = {
+                "index": 0,
+                "text": done["content"],
+                "logprobs": None,
+                "finish_reason": _finish_reason(done),
+            }
+        return {**self._base(), "choices": [choice], "usage": _usage(done)}
+
+
+async def _events(
+    message: Message, api_key: ApiKey, shape: _Stream, include_usage: bool
+) -> AsyncIterator[str]:
+    if shape.chat:
+        yield _sse(shape.chunk(role=True))
+    async for frame in _frames(message, api_key):
+        if frame["type"] == "chunk":
+            yield _sse(shape.chunk(text=frame["text"]))
+        elif frame["type"] == "done":
+            if frame["finish_reason"] == "error":
+                yield _sse(_error_payload(frame))
+            else:
+                yield _sse(
+                    shape.chunk(
+                        tool_calls=frame.get("tool_calls"), finish_reason=_finish_reason(frame)
+                    )
+                )
+                if include_usage:
+                    yield _sse(shape.usage_chunk(_usage(frame)))
+    yield _sse("[DONE]")
+
+
+async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | StreamingHttpResponse:
+    api_key = await _api_key(request)
+    body = _body(request)
+    handled = {"model", "stream", "stream_options", "messages" if chat else "prompt"}
+    options = _options(body, api_key, handled)
+    if chat:
+        turns = _turns(body.get("messages"))
+        mode = Message.Mode.CHAT
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            raise ApiError(400, "'prompt' must be a non-empty string.", param="prompt")
+        if options.tools is not None:
+            raise ApiError(400, "Tools need /v1/chat/completions.", param="tools")
+        turns = [{"role": "user", "content": prompt}]
+        mode = Message.Mode.COMPLETION
+    stream = body.get("stream") is True
+    stream_options = body.get("stream_options") or {}
+    message = await _submit(api_key, turns, options, mode)
+    shape = _Stream(message, message.model_name, chat=chat)
+    if stream:
+        include_usage = bool(
+            isinstance(stream_options, dict) and stream_options.get("include_usage")
+        )
+        response = StreamingHttpResponse(
+            _events(message, api_key, shape, include_usage), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    done: dict[str, Any] = {}
+    async for frame in _frames(message, api_key):
+        if frame["type"] == "done":
+            done = frame
+    if done.get("finish_reason") == "error":
+        return JsonResponse(_error_payload(done), status=500)
+    return JsonResponse(shape.whole(done))
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    try:
+        return await _respond(request, chat=True)
+    except ApiError as exc:
+        return exc.response()
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    try:
+        return await _respond(request, chat=False)
+    except ApiError as exc:
+        return exc.response()
+
+
+def _models_list() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": m.name,
+            "object": "model",
+            "created": int(m.created_at.timestamp()),
+            "owned_by": "wizweb",
+        }
+        for m in LocalModel.objects.filter(state=LocalModel.State.READY)
+    ]
+
+
+@csrf_exempt
+@login_not_required
+@require_GET
+async def models(request: HttpRequest) -> HttpResponse:
+    try:
+        await _api_key(request)
+    except ApiError as exc:
+        return exc.response()
+    data = await database_sync_to_async(_models_list)()
+    return JsonResponse({"object": "list", "data": data})

@@ -1,0 +1,276 @@
+"""The OpenAI-compatible API, driven by the real `openai` client against daphne, a real worker
+and the real model."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import llama_cpp
+import openai
+import pytest
+
+from chat.models import Conversation, Message
+from tests.chat.test_generation import SCHEMA, TIME, WEATHER
+from tests.processes import wait_for
+from wizweb.apikeys import apikey_create, apikey_revoke
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def secret(owner: Any) -> str:
+    return apikey_create(user=owner, name="tests").secret
+
+
+@pytest.fixture
+def client(
+    web_server: str, secret: str, default_model: Any, inference_worker: Any
+) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{web_server}/v1", api_key=secret, max_retries=0) as client:
+        yield client
+
+
+def test_it_lists_the_ready_models(client: openai.OpenAI, default_model: Any) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids == [default_model.name]
+
+
+def test_it_answers_a_chat_completion(client: openai.OpenAI, default_model: Any) -> None:
+    completion = client.chat.completions.create(
+        model=default_model.name,
+        messages=[
+            {"role": "system", "content": "You are brief."},
+            {"role": "user", "content": "Name a colour."},
+        ],
+        max_tokens=20,
+        seed=1,
+    )
+    assert completion.id.startswith("chatcmpl-")
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    usage = completion.usage
+    assert usage is not None and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_it_streams_a_chat_completion_with_usage_at_the_end(
+    client: openai.OpenAI, default_model: Any, owner: Any
+) -> None:
+    stream = client.chat.completions.create(
+        model=default_model.name,
+        messages=[{"role": "user", "content": "Write a sentence about snow."}],
+        max_tokens=40,
+        seed=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2
+    assert finish in (["stop"], ["length"])
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert text.strip()
+
+
+def test_it_keeps_api_calls_out_of_history_unless_the_key_says_so(
+    web_server: str, owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    for keep in (False, True):
+        key = apikey_create(user=owner, name=f"keep={keep}", keep_history=keep).secret
+        with openai.OpenAI(base_url=f"{web_server}/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(
+                model=default_model.name,
+                messages=[{"role": "user", "content": f"Hi {keep}"}],
+                max_tokens=5,
+            )
+    titles = list(Conversation.objects.values_list("title", flat=True))
+    assert titles == ["Hi True"]
+    assert Conversation.objects.get().in_history
+
+
+def test_it_answers_by_a_json_schema(client: openai.OpenAI, default_model: Any) -> None:
+    completion = client.chat.completions.create(
+        model=default_model.name,
+        messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "cat", "schema": SCHEMA}},
+        max_tokens=120,
+        seed=3,
+        temperature=0.3,
+    )
+    jsonschema.validate(json.loads(completion.choices[0].message.content or ""), SCHEMA)
+
+
+def test_it_returns_a_tool_call_that_parses(client: openai.OpenAI, default_model: Any) -> None:
+    completion = client.chat.completions.create(
+        model=default_model.name,
+        messages=[{"role": "user", "content": "What is the weather in Paris right now?"}],
+        tools=[WEATHER, TIME],
+        tool_choice="auto",
+        seed=1,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name in ("get_weather", "get_time")
+    assert isinstance(json.loads(call.function.arguments), dict)
+
+
+def test_it_continues_after_a_tool_result(client: openai.OpenAI, default_model: Any) -> None:
+    completion = client.chat.completions.create(
+        model=default_model.name,
+        messages=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees."},
+        ],
+        tools=[WEATHER],
+        tool_choice="none",
+        max_tokens=30,
+        seed=1,
+    )
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.choices[0].message.content
+
+
+def test_it_completes_a_raw_prompt(client: openai.OpenAI, default_model: Any) -> None:
+    completion = client.completions.create(
+        model=default_model.name,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+    )
+    assert completion.object == "text_completion"
+    assert completion.choices[0].text
+    assert completion.usage is not None
+    llama = llama_cpp.Llama(model_path=str(default_model.path), vocab_only=True, verbose=False)
+    # No chat template around the prompt: exactly the prompt's own tokens.
+    assert completion.usage.prompt_tokens == len(llama.tokenize(b"The capital of France is"))
+    streamed = client.completions.create(
+        model=default_model.name,
+        prompt="The capital of France is",
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+        stream=True,
+    )
+    assert "".join(c.choices[0].text for c in streamed) == completion.choices[0].text
+
+
+def test_it_refuses_a_missing_or_revoked_key(
+    web_server: str, owner: Any, secret: str, default_model: Any
+) -> None:
+    with openai.OpenAI(base_url=f"{web_server}/v1", api_key="wiz-nonsense", max_retries=0) as c:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            c.models.list()
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+    key = owner.api_keys.get()
+    apikey_revoke(user=owner, key_id=key.pk)
+    with openai.OpenAI(base_url=f"{web_server}/v1", api_key=secret, max_retries=0) as c:
+        with pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(
+                model=default_model.name, messages=[{"role": "user", "content": "hi"}]
+            )
+
+
+def test_it_answers_404_for_a_model_that_is_not_ready(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.body["param"] == "model"
+    assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"temperature": 5}, "temperature"),
+        ({"top_k": -1}, "top_k"),
+        ({"n": 2}, "n"),
+        ({"warp_speed": 9}, "warp_speed"),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
+    ],
+)
+def test_it_names_the_bad_parameter(
+    client: openai.OpenAI, default_model: Any, extra: dict, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=default_model.name,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body=extra,
+        )
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == param
+    assert not Message.objects.exists()
+
+
+def test_it_answers_429_past_the_users_queue_limit(
+    client: openai.OpenAI, owner: Any, default_model: Any
+) -> None:
+    conversation = Conversation.objects.create(owner=owner, title="busy")
+    for _ in range(4):
+        # Running on the live test worker, so nothing reaps them during the test.
+        Message.objects.create(
+            conversation=conversation, role="assistant", state="running", worker="test-inference"
+        )
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(
+            model=default_model.name, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["Retry-After"] == "5"
+
+
+def test_a_client_that_disconnects_mid_stream_frees_the_worker(
+    client: openai.OpenAI, default_model: Any
+) -> None:
+    stream = client.chat.completions.create(
+        model=default_model.name,
+        messages=[{"role": "user", "content": "Write a very long essay about rivers."}],
+        max_tokens=600,
+        seed=4,
+        stream=True,
+    )
+    received = 0
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            received += 1
+        if received == 3:
+            break
+    stream.close()
+
+    def stopped() -> Message | None:
+        message = Message.objects.filter(role="assistant").first()
+        return message if message and message.is_finished else None
+
+    message = wait_for(stopped, timeout=20, what="the abandoned generation to stop")
+    assert message.state == Message.State.ABORTED
+    assert message.completion_tokens is not None and message.completion_tokens < 600
+    started = time.monotonic()
+    client.chat.completions.create(
+        model=default_model.name, messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+    )
+    assert time.monotonic() - started < 15

@@ -1,0 +1,56 @@
+"""Creating, revoking and checking API keys."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+from django.utils import timezone
+
+from wizweb.models import ApiKey, api_key_hash
+
+KEY_PREFIX = "wiz-"
+
+
+@dataclass(frozen=True)
+class NewKey:
+    api_key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def apikey_create(*, user: User, name: str, keep_history: bool = False) -> NewKey:
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name.strip() or "key",
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        key_hash=api_key_hash(secret),
+        keep_history=keep_history,
+    )
+    return NewKey(api_key, secret)
+
+
+def apikey_revoke(*, user: User, key_id: int) -> bool:
+    return bool(
+        ApiKey.objects.filter(user=user, pk=key_id, revoked_at=None).update(
+            revoked_at=timezone.now()
+        )
+    )
+
+
+def apikey_from_request(request: HttpRequest) -> ApiKey | None:
+    """The active key in `Authorization: Bearer KEY`, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    api_key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash=api_key_hash(secret.strip()), revoked_at=None, user__is_active=True)
+        .first()
+    )
+    if api_key is not None:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return api_key
