@@ -180,18 +180,22 @@ def test_it_completes_a_raw_prompt(client: openai.OpenAI, default_model: Any) ->
 def test_it_refuses_a_missing_or_revoked_key(
     web_server: str, owner: Any, secret: str, default_model: Any
 ) -> None:
-    with openai.OpenAI(base_url=f"{web_server}/v1", api_key="wiz-nonsense", max_retries=0) as c:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            c.models.list()
+    base = f"{web_server}/v1"
+    with (
+        openai.OpenAI(base_url=base, api_key="wiz-nonsense", max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError) as caught,
+    ):
+        client.models.list()
     assert caught.value.status_code == 401
     assert caught.value.code == "invalid_api_key"
-    key = owner.api_keys.get()
-    apikey_revoke(user=owner, key_id=key.pk)
-    with openai.OpenAI(base_url=f"{web_server}/v1", api_key=secret, max_retries=0) as c:
-        with pytest.raises(openai.AuthenticationError):
-            c.chat.completions.create(
-                model=default_model.name, messages=[{"role": "user", "content": "hi"}]
-            )
+    apikey_revoke(user=owner, key_id=owner.api_keys.get().pk)
+    with (
+        openai.OpenAI(base_url=base, api_key=secret, max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        client.chat.completions.create(
+            model=default_model.name, messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_it_answers_404_for_a_model_that_is_not_ready(client: openai.OpenAI) -> None:

@@ -1,0 +1,96 @@
+"""The JSON API of a user's own history, with session or API-key auth."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from chat.api import PAGE_SIZE
+from chat.models import Conversation, Message
+from wizweb.apikeys import apikey_create
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(user: Any) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {apikey_create(user=user, name='t').secret}"}
+
+
+@pytest.fixture
+def conversation(owner: Any) -> Conversation:
+    conversation = Conversation.objects.create(owner=owner, title="Moon talk")
+    question = Message.objects.create(conversation=conversation, role="user", content="The moon?")
+    Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="It is **bright**.",
+        model_name="SmolLM2",
+        prompt_tokens=10,
+        completion_tokens=5,
+    )
+    return conversation
+
+
+def test_it_lists_the_owners_conversations_in_pages(owner: Any, outsider: Any) -> None:
+    for i in range(PAGE_SIZE + 3):
+        Conversation.objects.create(owner=owner, title=f"c{i}")
+    Conversation.objects.create(owner=outsider, title="not yours")
+    Conversation.objects.create(owner=owner, title="hidden api call", in_history=False)
+    client = Client()
+    first = client.get("/api/conversations/", **bearer(owner)).json()
+    assert first["count"] == PAGE_SIZE + 3
+    assert len(first["results"]) == PAGE_SIZE
+    assert first["next"] == "?page=2"
+    second = client.get("/api/conversations/?page=2", **bearer(owner)).json()
+    assert len(second["results"]) == 3
+    titles = {r["title"] for r in first["results"] + second["results"]}
+    assert "not yours" not in titles and "hidden api call" not in titles
+    assert client.get("/api/conversations/?page=9", **bearer(owner)).status_code == 400
+
+
+def test_it_shows_one_conversation_with_its_messages(owner: Any, conversation: Any) -> None:
+    client = Client()
+    client.force_login(owner)  # a session works as well as a key
+    body = client.get(f"/api/conversations/{conversation.id}/").json()
+    assert body["title"] == "Moon talk"
+    assert [m["content"] for m in body["messages"]] == ["The moon?", "It is **bright**."]
+    assert body["messages"][1]["usage"]["total_tokens"] == 15
+
+
+def test_it_exports_markdown_and_json(owner: Any, conversation: Any) -> None:
+    client = Client()
+    markdown = client.get(f"/api/conversations/{conversation.id}/export?format=md", **bearer(owner))
+    assert markdown["Content-Type"].startswith("text/markdown")
+    assert "attachment" in markdown["Content-Disposition"]
+    text = markdown.content.decode()
+    assert text.startswith("# Moon talk")
+    assert "**You:**\n\nThe moon?" in text
+    assert "**Assistant (SmolLM2):**\n\nIt is **bright**." in text
+    exported = client.get(
+        f"/api/conversations/{conversation.id}/export?format=json", **bearer(owner)
+    )
+    assert json.loads(exported.content)["messages"][0]["content"] == "The moon?"
+    bad = client.get(f"/api/conversations/{conversation.id}/export?format=pdf", **bearer(owner))
+    assert bad.status_code == 400
+
+
+def test_it_gives_an_outsider_404(outsider: Any, conversation: Any) -> None:
+    client = Client()
+    for url in (
+        f"/api/conversations/{conversation.id}/",
+        f"/api/conversations/{conversation.id}/export?format=md",
+    ):
+        response = client.get(url, **bearer(outsider))
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_it_answers_401_without_a_session_or_key(conversation: Any) -> None:
+    for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wiz-wrong"}):
+        response = Client().get("/api/conversations/", **headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"

@@ -1,0 +1,69 @@
+"""API keys: shown once, stored hashed, named, listed and revoked on a page and a command."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from wizweb.models import ApiKey, api_key_hash
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_creates_a_key_shown_once_and_stored_hashed(owner: Any) -> None:
+    client = Client()
+    client.force_login(owner)
+    page = client.post("/account/keys/", {"action": "create", "name": "editor"}).content.decode()
+    secret = re.search(r'<code id="new-key">(wiz-[\w-]+)</code>', page).group(1)
+    key = ApiKey.objects.get(user=owner)
+    assert key.name == "editor"
+    assert key.key_hash == api_key_hash(secret)
+    assert secret not in str(ApiKey.objects.values().get())
+    assert not key.keep_history
+    again = client.get("/account/keys/").content.decode()
+    assert secret not in again
+    assert key.prefix in again
+
+
+def test_it_revokes_only_the_owners_key(owner: Any, outsider: Any) -> None:
+    client = Client()
+    client.force_login(owner)
+    client.post("/account/keys/", {"action": "create", "name": "k", "keep_history": "on"})
+    key = ApiKey.objects.get(user=owner)
+    assert key.keep_history
+    intruder = Client()
+    intruder.force_login(outsider)
+    intruder.post("/account/keys/", {"action": "revoke", "key": key.pk})
+    key.refresh_from_db()
+    assert key.is_active
+    client.post("/account/keys/", {"action": "revoke", "key": key.pk})
+    key.refresh_from_db()
+    assert not key.is_active
+
+
+def test_the_keys_page_needs_a_login() -> None:
+    response = Client().get("/account/keys/")
+    assert response.status_code == 302
+
+
+def test_the_command_creates_lists_and_revokes(owner: Any) -> None:
+    out = StringIO()
+    call_command("apikey", "create", "alice", "--name", "script", stdout=out)
+    secret = out.getvalue().strip()
+    key = ApiKey.objects.get()
+    assert key.key_hash == api_key_hash(secret)
+    listing = StringIO()
+    call_command("apikey", "list", stdout=listing)
+    assert f"{key.pk}\talice\tscript\t{key.prefix}…\tactive" in listing.getvalue()
+    call_command("apikey", "revoke", str(key.pk), stdout=StringIO())
+    key.refresh_from_db()
+    assert not key.is_active
+    with pytest.raises(CommandError, match="no user named 'bob'"):
+        call_command("apikey", "create", "bob")
+    with pytest.raises(CommandError, match="no active key"):
+        call_command("apikey", "revoke", str(key.pk))
