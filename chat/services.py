@@ -1,4 +1,5 @@
-"""Chat business logic: taking a prompt, aborting a generation."""
+"""Chat business logic: prompts and API requests into the queue (routed, limited, positioned),
+aborts, and mending what dead workers and a restarted Redis leave behind."""
 
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def api_conversation_discard(*, message: Message) -> None:
 
 
 def message_abort(*, user: User, message_id: uuid.UUID) -> Message:
-    """Stop a generation: a queued one leaves the queue, a running one stops at its next chunk."""
+    """Stop a generation: a queued one leaves the queue, a running one stops within a token."""
     with transaction.atomic():
         message = (
             Message.objects.select_for_update()
