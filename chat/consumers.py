@@ -13,7 +13,7 @@ from django.conf import settings
 
 from chat import services
 from chat.models import Message
-from chat.options import InvalidOptions, options_parse
+from chat.options import GenerationOptions, InvalidOptions, options_parse
 from chat.streams import message_backlog, message_group, user_group
 from wizweb.redis_server import redis_connection
 
@@ -96,7 +96,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})
 
-    async def on_prompt(self, frame: dict[str, Any]) -> None:
+    def _content(self, frame: dict[str, Any]) -> str:
         content = frame.get("content")
         if not isinstance(content, str) or not content.strip():
             raise FrameError("empty_prompt", "The prompt is empty; type something to send.")
@@ -106,13 +106,48 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"The prompt is {len(content)} characters; the limit is "
                 f"{settings.WIZ_MAX_PROMPT_CHARS}. Shorten it.",
             )
-        conversation_id = _uuid(frame, "conversation", required=False)
-        options = options_parse(
+        return content
+
+    def _options(self, frame: dict[str, Any]) -> GenerationOptions:
+        return options_parse(
             frame.get("options"), max_priority=services.max_priority_for(self.user)
         )
+
+    async def on_prompt(self, frame: dict[str, Any]) -> None:
+        content = self._content(frame)
+        conversation_id = _uuid(frame, "conversation", required=False)
+        parent_id = _uuid(frame, "parent", required=False)
+        options = self._options(frame)
         accepted = await database_sync_to_async(services.prompt_submit)(
-            user=self.user, conversation_id=conversation_id, content=content, options=options
+            user=self.user,
+            conversation_id=conversation_id,
+            content=content,
+            options=options,
+            parent_id=parent_id,
         )
+        await self.follow_accepted(frame, accepted, new_conversation=conversation_id is None)
+
+    async def on_regenerate(self, frame: dict[str, Any]) -> None:
+        message_id = _uuid(frame, "message")
+        options = self._options(frame)
+        accepted = await database_sync_to_async(services.message_regenerate)(
+            user=self.user, message_id=message_id, options=options
+        )
+        await self.follow_accepted(frame, accepted)
+
+    async def on_edit(self, frame: dict[str, Any]) -> None:
+        message_id = _uuid(frame, "message")
+        content = self._content(frame)
+        options = self._options(frame)
+        accepted = await database_sync_to_async(services.message_edit)(
+            user=self.user, message_id=message_id, content=content, options=options
+        )
+        await self.follow_accepted(frame, accepted)
+
+    async def follow_accepted(
+        self, frame: dict[str, Any], accepted: services.Accepted, *, new_conversation: bool = False
+    ) -> None:
+        """Answer `accepted`, then stream the queued answer to this socket."""
         message_id = str(accepted.message.id)
         await self.channel_layer.group_add(message_group(message_id), self.channel_name)
         self.last_seq[message_id] = 0
@@ -126,7 +161,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "queue_position": accepted.queue_position,
             }
         )
-        if conversation_id is None:
+        if new_conversation:
             await self.send_frame(
                 {
                     "type": "conversation",

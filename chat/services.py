@@ -141,8 +141,12 @@ def prompt_submit(
     conversation_id: uuid.UUID | None,
     content: str,
     options: GenerationOptions,
+    parent_id: uuid.UUID | None = None,
 ) -> Accepted:
-    """Save the user's turn and a queued assistant message; enqueue its generation on commit."""
+    """Save the user's turn and a queued assistant message; enqueue its generation on commit.
+
+    The turn follows `parent_id` (the message shown last on the user's branch), or the newest
+    message of the conversation."""
     model = _model_for(options)
     _check_pending_limit(user)
     if conversation_id is None:
@@ -155,12 +159,59 @@ def prompt_submit(
         if found is None:
             raise ChatError("not_found", "That conversation does not exist or is not yours.")
         conversation = found
-        parent = conversation.messages.order_by("-created_at").first()
+        messages = conversation.messages.all()
+        parent = (
+            messages.filter(pk=parent_id).first()
+            if parent_id
+            else messages.order_by("-created_at").first()
+        )
+        if parent_id and parent is None:
+            raise ChatError("not_found", "The message to follow is not in this conversation.")
     user_message = Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.USER, content=content
     )
     message = _answer_queue(user_message, model=model, options=options)
     return Accepted(conversation, user_message, message, queue_position(message))
+
+
+def _owned_message(user: User, message_id: uuid.UUID, role: str) -> Message:
+    message = (
+        Message.objects.select_related("conversation", "parent")
+        .filter(pk=message_id, conversation__owner=user, role=role)
+        .first()
+    )
+    if message is None:
+        raise ChatError("not_found", f"That {role} message does not exist or is not yours.")
+    return message
+
+
+@transaction.atomic
+def message_regenerate(
+    *, user: User, message_id: uuid.UUID, options: GenerationOptions
+) -> Accepted:
+    """A new answer to the same user turn, kept beside the old one (a sibling version)."""
+    old = _owned_message(user, message_id, Message.Role.ASSISTANT)
+    if old.parent is None:
+        raise ChatError("not_found", "That answer has no user turn to answer again.")
+    model = _model_for(options)
+    _check_pending_limit(user)
+    message = _answer_queue(old.parent, model=model, options=options)
+    return Accepted(old.conversation, old.parent, message, queue_position(message))
+
+
+@transaction.atomic
+def message_edit(
+    *, user: User, message_id: uuid.UUID, content: str, options: GenerationOptions
+) -> Accepted:
+    """A new version of a user turn (a sibling of the old one) and a new answer to it."""
+    old = _owned_message(user, message_id, Message.Role.USER)
+    model = _model_for(options)
+    _check_pending_limit(user)
+    user_message = Message.objects.create(
+        conversation=old.conversation, parent=old.parent, role=Message.Role.USER, content=content
+    )
+    message = _answer_queue(user_message, model=model, options=options)
+    return Accepted(old.conversation, user_message, message, queue_position(message))
 
 
 def _answer_queue(

@@ -322,3 +322,99 @@ async def test_it_finishes_and_saves_the_answer_when_every_browser_is_gone(
     assert message.state == Message.State.DONE
     assert message.content.strip()
     assert message.completion_tokens
+
+
+async def test_it_regenerates_an_answer_beside_the_old_one(
+    owner: Any, outsider: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    first = await send_prompt(socket, "Name an animal.", seed=1, max_tokens=10)
+    await next_of_type(socket, "done", first["message"])
+    await socket.send_json_to(
+        {
+            "type": "regenerate",
+            "message": first["message"],
+            "options": {"seed": 2, "max_tokens": 10},
+            "client_id": "r1",
+        }
+    )
+    again = await socket.receive_json_from(timeout=10)
+    assert again["type"] == "accepted" and again["client_id"] == "r1"
+    assert again["user_message"] == first["user_message"]
+    assert again["message"] != first["message"]
+    done = await next_of_type(socket, "done", again["message"])
+    await socket.disconnect()
+    assert done["finish_reason"] in ("stop", "length")
+    versions = Message.objects.filter(parent_id=first["user_message"], role="assistant")
+    assert await versions.acount() == 2
+
+    intruder = await open_socket(outsider)
+    await intruder.send_json_to({"type": "regenerate", "message": first["message"]})
+    error = await intruder.receive_json_from(timeout=10)
+    assert error["code"] == "not_found"
+    await intruder.disconnect()
+
+
+async def test_it_edits_a_user_turn_into_a_new_branch(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    first = await send_prompt(socket, "Name a fruit.", seed=1, max_tokens=10)
+    await next_of_type(socket, "done", first["message"])
+    await socket.send_json_to(
+        {
+            "type": "prompt",
+            "content": "Another?",
+            "conversation": first["conversation"],
+            "options": {"max_tokens": 5},
+        }
+    )
+    second = await socket.receive_json_from(timeout=10)
+    second_done = await next_of_type(socket, "done", second["message"])
+
+    await socket.send_json_to(
+        {
+            "type": "edit",
+            "message": first["user_message"],
+            "content": "Name a vegetable.",
+            "options": {"seed": 1, "max_tokens": 10},
+        }
+    )
+    edited = await socket.receive_json_from(timeout=10)
+    assert edited["type"] == "accepted"
+    done = await next_of_type(socket, "done", edited["message"])
+    await socket.disconnect()
+    new_turn = await Message.objects.aget(pk=edited["user_message"])
+    old_turn = await Message.objects.aget(pk=first["user_message"])
+    assert new_turn.content == "Name a vegetable."
+    assert new_turn.parent_id == old_turn.parent_id  # a sibling: the old branch is kept
+    assert await Message.objects.filter(conversation_id=first["conversation"]).acount() == 6
+    # The new answer saw only its own branch, not the first exchange and its follow-up.
+    assert done["usage"]["prompt_tokens"] < second_done["usage"]["prompt_tokens"]
+
+
+async def test_it_follows_the_message_a_prompt_names(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    first = await send_prompt(socket, "Hello.", seed=1, max_tokens=5)
+    await next_of_type(socket, "done", first["message"])
+    await socket.send_json_to(
+        {"type": "regenerate", "message": first["message"], "options": {"max_tokens": 5}}
+    )
+    second = await socket.receive_json_from(timeout=10)
+    await next_of_type(socket, "done", second["message"])
+    await socket.send_json_to(
+        {
+            "type": "prompt",
+            "content": "Thanks.",
+            "conversation": first["conversation"],
+            "parent": first["message"],
+            "options": {"max_tokens": 5},
+        }
+    )
+    third = await socket.receive_json_from(timeout=10)
+    await next_of_type(socket, "done", third["message"])
+    await socket.disconnect()
+    turn = await Message.objects.aget(pk=third["user_message"])
+    assert str(turn.parent_id) == first["message"]
