@@ -14,10 +14,11 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.core.paginator import EmptyPage, Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import selectors
+from chat import selectors, services
 from chat.models import Conversation, Message
 from wizweb.apikeys import apikey_from_request
 
@@ -39,6 +40,13 @@ def api_user_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = request.user
+        if user.is_authenticated and request.method not in ("GET", "HEAD", "OPTIONS"):
+            # A browser's session may change things only with the page's CSRF token.
+            refused = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
+                request, view, (), {}
+            )
+            if refused is not None:
+                return _api_error(403, "Send the page's CSRF token (X-CSRFToken).", "csrf")
         if not user.is_authenticated:
             api_key = apikey_from_request(request)
             if api_key is None:
@@ -82,10 +90,13 @@ def conversation_markdown(conversation: Conversation) -> str:
     return "\n".join(lines)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @api_user_required
 def conversation_list(request: HttpRequest, user: User) -> HttpResponse:
-    paginator = Paginator(selectors.conversation_list(user=user), PAGE_SIZE)
+    if request.method == "POST":
+        return _conversation_import(request, user)
+    search = request.GET.get("q", "").strip()[:200]
+    paginator = Paginator(selectors.conversation_list(user=user, search=search), PAGE_SIZE)
     try:
         number = int(request.GET.get("page", "1"))
         page = paginator.page(number)
@@ -105,13 +116,37 @@ def conversation_list(request: HttpRequest, user: User) -> HttpResponse:
     )
 
 
-@require_GET
+@require_http_methods(["GET", "PATCH", "DELETE"])
 @api_user_required
 def conversation_detail(
     request: HttpRequest, user: User, conversation_id: uuid.UUID
 ) -> HttpResponse:
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    if request.method == "DELETE":
+        services.conversation_delete(conversation=conversation)
+        return HttpResponse(status=204)
+    if request.method == "PATCH":
+        title = _json_body(request).get("title")
+        if not isinstance(title, str) or not title.strip() or len(title) > 200:
+            return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
+        services.conversation_rename(conversation=conversation, title=title)
     return JsonResponse(conversation_export(conversation))
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {}
+
+
+def _conversation_import(request: HttpRequest, user: User) -> HttpResponse:
+    try:
+        conversation = services.conversation_import(user=user, data=_json_body(request))
+    except services.ChatError as exc:
+        return _api_error(400, str(exc), exc.code)
+    return JsonResponse(conversation_export(conversation), status=201)
 
 
 @require_GET

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from chat.models import Conversation, Message
@@ -13,8 +13,13 @@ from chat.models import Conversation, Message
 SIDEBAR_PAGE = 50
 
 
-def conversation_list(*, user: User) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user, in_history=True).order_by("-updated_at")
+def conversation_list(*, user: User, search: str = "") -> QuerySet[Conversation]:
+    """The user's conversations, newest first; `search` matches titles and message text."""
+    conversations = Conversation.objects.filter(owner=user, in_history=True)
+    if search:
+        matching = Message.objects.filter(content__icontains=search).values("conversation_id")
+        conversations = conversations.filter(Q(title__icontains=search) | Q(pk__in=matching))
+    return conversations.order_by("-updated_at")
 
 
 def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:

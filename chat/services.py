@@ -10,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -22,7 +24,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Conversation, Message
 from chat.options import GenerationOptions
-from chat.streams import abort_channel, abort_key, chunk_log_read, message_group
+from chat.streams import abort_channel, abort_key, chunk_log_read, message_group, user_group
 from models_admin.models import LocalModel
 from models_admin.workers import (
     PRIORITIES,
@@ -360,3 +362,60 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
         in_history=False, updated_at__lt=now - HIDDEN_CONVERSATION_TTL
     ).exclude(messages__state__in=(Message.State.QUEUED, Message.State.RUNNING)).delete()
     return frames
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> None:
+    conversation.title = title.strip()[:200]
+    conversation.save(update_fields=["title"])
+    frame = {"type": "conversation", "conversation": str(conversation.id), "title": title}
+    async_to_sync(get_channel_layer().group_send)(
+        user_group(conversation.owner_id), {"type": "chat.conversation", "frame": frame}
+    )
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a conversation; its answers still waiting or running are stopped first."""
+    for message in conversation.messages.filter(
+        state__in=(Message.State.QUEUED, Message.State.RUNNING)
+    ):
+        message_abort(user=conversation.owner, message_id=message.id)
+    conversation.delete()
+
+
+IMPORT_ROLES = {"system", "user", "assistant", "tool"}
+MAX_IMPORT_MESSAGES = 5000
+
+
+def _imported_state(state: Any) -> str:
+    # An export taken mid-answer still imports as a finished message.
+    return state if state in Message.FINISHED_STATES else Message.State.DONE
+
+
+@transaction.atomic
+def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
+    """A new conversation from a JSON export (docs/api.md), its branches kept."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages or len(messages) > MAX_IMPORT_MESSAGES:
+        raise ChatError(
+            "invalid_import",
+            f"An export has a 'messages' list of 1 to {MAX_IMPORT_MESSAGES} messages.",
+        )
+    title = data.get("title") if isinstance(data.get("title"), str) else ""
+    conversation = Conversation.objects.create(owner=user, title=(title or "Imported")[:200])
+    created: dict[str, Message] = {}
+    for index, item in enumerate(messages, start=1):
+        if not isinstance(item, dict) or item.get("role") not in IMPORT_ROLES:
+            raise ChatError("invalid_import", f"Message {index} has no valid role.")
+        if not isinstance(item.get("content"), str):
+            raise ChatError("invalid_import", f"Message {index} has no text content.")
+        created[str(item.get("id") or index)] = Message.objects.create(
+            conversation=conversation,
+            parent=created.get(str(item.get("parent"))),
+            role=item["role"],
+            content=item["content"],
+            state=_imported_state(item.get("state")),
+            finish_reason=str(item.get("finish_reason") or "")[:20],
+            model_name=str(item.get("model") or "")[:200],
+            tool_calls=item.get("tool_calls") if isinstance(item.get("tool_calls"), list) else [],
+        )
+    return conversation

@@ -94,3 +94,84 @@ def test_it_answers_401_without_a_session_or_key(conversation: Any) -> None:
         response = Client().get("/api/conversations/", **headers)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_it_searches_titles_and_message_text(owner: Any, outsider: Any) -> None:
+    tea = Conversation.objects.create(owner=owner, title="About tea")
+    other = Conversation.objects.create(owner=owner, title="Plans")
+    Message.objects.create(conversation=other, role="user", content="Where do PENGUINS live?")
+    Conversation.objects.create(owner=outsider, title="penguins too")
+    client = Client()
+    found = client.get("/api/conversations/?q=penguins", **bearer(owner)).json()["results"]
+    assert [r["id"] for r in found] == [str(other.id)]
+    found = client.get("/api/conversations/?q=tea", **bearer(owner)).json()["results"]
+    assert [r["id"] for r in found] == [str(tea.id)]
+
+
+def test_it_renames_and_deletes_a_conversation(
+    owner: Any, outsider: Any, conversation: Any
+) -> None:
+    client = Client()
+    url = f"/api/conversations/{conversation.id}/"
+    assert (
+        client.patch(
+            url, {"title": "x"}, content_type="application/json", **bearer(outsider)
+        ).status_code
+        == 404
+    )
+    renamed = client.patch(
+        url, {"title": "Lunar notes"}, content_type="application/json", **bearer(owner)
+    )
+    assert renamed.json()["title"] == "Lunar notes"
+    assert (
+        client.patch(
+            url, {"title": ""}, content_type="application/json", **bearer(owner)
+        ).status_code
+        == 400
+    )
+    assert client.delete(url, **bearer(outsider)).status_code == 404
+    assert client.delete(url, **bearer(owner)).status_code == 204
+    assert not Conversation.objects.filter(pk=conversation.id).exists()
+    assert not Message.objects.filter(conversation_id=conversation.id).exists()
+
+
+def test_a_browser_session_needs_the_csrf_token_to_change_things(
+    owner: Any, conversation: Any
+) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    url = f"/api/conversations/{conversation.id}/"
+    assert client.delete(url).status_code == 403
+    client.get("/")  # the page sets the CSRF cookie
+    token = client.cookies["csrftoken"].value
+    assert client.delete(url, HTTP_X_CSRFTOKEN=token).status_code == 204
+
+
+def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: Any) -> None:
+    question = conversation.messages.get(role="user")
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="A second version."
+    )
+    client = Client()
+    exported = client.get(
+        f"/api/conversations/{conversation.id}/export?format=json", **bearer(owner)
+    )
+    imported = client.post(
+        "/api/conversations/", exported.content, content_type="application/json", **bearer(owner)
+    )
+    assert imported.status_code == 201
+    copy = Conversation.objects.get(pk=imported.json()["id"])
+    assert copy.pk != conversation.pk and copy.title == "Moon talk"
+    new_question = copy.messages.get(role="user")
+    assert sorted(new_question.children.values_list("content", flat=True)) == [
+        "A second version.",
+        "It is **bright**.",
+    ]
+    bad = client.post(
+        "/api/conversations/",
+        {"messages": [{"role": "wizard"}]},
+        content_type="application/json",
+        **bearer(owner),
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_import"
