@@ -197,6 +197,9 @@ RQ_QUEUES = {
     for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE]
 }
 
+# Whether people may create their own accounts at /accounts/signup/ (an admin's choice).
+WIZ_ALLOW_SIGNUP = _strict_bool("WIZ_ALLOW_SIGNUP", False)
+
 # Generation limits.
 WIZ_MAX_PENDING_PER_USER: int = _env_value("WIZ_MAX_PENDING_PER_USER", env.int, 4)
 # What one inference worker may hold in loaded models (weights and KV cache), in MiB;

@@ -6,11 +6,13 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 from rq import Worker
 
@@ -85,3 +87,16 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             apikey_revoke(user=user, key_id=int(request.POST["key"]))
     context["keys"] = ApiKey.objects.filter(user=user)
     return render(request, "wizweb/api_keys.html", context)
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Self-service accounts, only where an admin allowed them (WIZ_ALLOW_SIGNUP)."""
+    if not settings.WIZ_ALLOW_SIGNUP:
+        raise Http404("Sign-up is off; ask an admin for an account.")
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        login(request, form.save())
+        return redirect("/")
+    return render(request, "registration/signup.html", {"form": form})
