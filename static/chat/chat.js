@@ -1,5 +1,8 @@
-// The chat page: one WebSocket (/ws/chat/, see docs/protocol.md), messages rendered as text.
-// Model output is only ever put into the page with textContent, so it cannot inject HTML.
+// The chat page: one WebSocket (/ws/chat/, see docs/protocol.md). Answers are rendered as
+// sanitised markdown (markdown.js, docs/frontend.md); what the user typed is shown as the plain
+// text it is, with textContent.
+
+import { renderMarkdown } from "./markdown.js";
 
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const list = document.getElementById("messages");
@@ -12,8 +15,11 @@ const sidebar = document.getElementById("conversation-list");
 let conversation = pageData.conversation;
 let socket = null;
 let retryDelay = 500;
-const views = new Map(); // message id -> {item, content, meta, seq}
+const views = new Map(); // message id -> {item, content, meta, seq, text}
 const pending = new Map(); // client_id -> placeholder view
+const stale = new Set(); // streaming views whose text changed since they were last rendered
+let frameRequested = false;
+let quietUntil = 0; // no streaming render before this time (performance.now())
 
 function messageView(role, id) {
   const item = document.createElement("li");
@@ -21,17 +27,50 @@ function messageView(role, id) {
   if (id) item.dataset.message = id;
   const content = document.createElement("div");
   content.className = "content";
+  if (role === "assistant") content.classList.add("markdown");
   const meta = document.createElement("div");
   meta.className = "meta";
   item.append(content, meta);
   list.append(item);
-  const view = { item, content, meta, seq: 0 };
+  const view = { item, content, meta, seq: 0, text: "" };
   if (id) views.set(id, view);
   return view;
 }
 
 function scrollToEnd() {
   list.scrollTop = list.scrollHeight;
+}
+
+function isNearEnd() {
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+}
+
+// Chunks can arrive faster than the screen repaints (several answers at once, each chunk every
+// 40 ms), and each render parses its whole answer. So a chunk only marks its message stale, and
+// the stale messages (only those) are rendered at most once per frame.
+function renderSoon(view) {
+  stale.add(view);
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(renderStale);
+}
+
+function renderStale(now) {
+  // A very long answer takes longer to render (tens of ms at 50 KB); leave the page three times
+  // that long between renders to scroll, select and type, instead of rendering every frame.
+  if (now < quietUntil) {
+    requestAnimationFrame(renderStale);
+    return;
+  }
+  frameRequested = false;
+  const started = performance.now();
+  // Follow the answer only if the reader has not scrolled up to read something else.
+  const follow = isNearEnd();
+  for (const view of stale) renderMarkdown(view.content, view.text);
+  stale.clear();
+  if (follow) scrollToEnd();
+  const finished = performance.now();
+  quietUntil = finished + 3 * (finished - started);
 }
 
 function describe(message) {
@@ -47,7 +86,15 @@ function describe(message) {
 
 function showFinished(view, frame) {
   const calls = (frame.tool_calls || []).map((c) => `→ ${c.function.name}(${c.function.arguments})`);
-  view.content.textContent = calls.length ? calls.join("\n") : frame.content;
+  // At once, not on the next frame: a finished answer must read as its saved content now.
+  stale.delete(view);
+  view.text = frame.content || "";
+  if (calls.length) {
+    view.content.classList.replace("markdown", "tool-calls");
+    view.content.textContent = calls.join("\n");
+  } else {
+    renderMarkdown(view.content, view.text);
+  }
   view.meta.textContent = describe({ ...frame, model: frame.model || view.model });
   view.item.classList.remove("streaming");
   if (frame.finish_reason === "error") {
@@ -60,8 +107,10 @@ function showFinished(view, frame) {
 function render(messages) {
   for (const message of messages) {
     const view = messageView(message.role, message.id);
-    view.content.textContent = message.content;
-    if (message.role !== "assistant") continue;
+    if (message.role !== "assistant") {
+      view.content.textContent = message.content;
+      continue;
+    }
     if (message.state === "queued" || message.state === "running") {
       view.item.classList.add("streaming");
       view.meta.textContent = message.state === "queued" ? "Waiting in the queue…" : "Answering…";
@@ -129,9 +178,8 @@ const handlers = {
     const view = views.get(frame.message);
     if (!view || frame.seq <= view.seq) return;
     view.seq = frame.seq;
-    // Appending a text node keeps the cost per chunk independent of the answer's length.
-    view.content.append(document.createTextNode(frame.text));
-    scrollToEnd();
+    view.text += frame.text;
+    renderSoon(view);
   },
   done(frame) {
     const view = views.get(frame.message);
