@@ -67,8 +67,8 @@ def prepare_environment(data_dir: Path) -> object:
 def raw_run(max_tokens: int, runs: int) -> dict[str, float]:
     import llama_cpp
 
+    from models_admin.loading import LoadOptions
     from models_admin.models import LocalModel
-    from models_admin.runtime import LoadOptions
     from models_admin.services import localmodel_register_default
 
     model: LocalModel = localmodel_register_default()

@@ -19,7 +19,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from chat import selectors, services
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, SystemPromptPreset
+from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
 
 PAGE_SIZE = 50
@@ -66,6 +67,7 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": str(conversation.id),
         "title": conversation.title,
+        "settings": conversation.settings,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }
@@ -126,10 +128,21 @@ def conversation_detail(
         services.conversation_delete(conversation=conversation)
         return HttpResponse(status=204)
     if request.method == "PATCH":
-        title = _json_body(request).get("title")
-        if not isinstance(title, str) or not title.strip() or len(title) > 200:
-            return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
-        services.conversation_rename(conversation=conversation, title=title)
+        body = _json_body(request)
+        if "title" in body:
+            title = body["title"]
+            if not isinstance(title, str) or not title.strip() or len(title) > 200:
+                return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
+            services.conversation_rename(conversation=conversation, title=title)
+        if "settings" in body:
+            if not isinstance(body["settings"], dict):
+                return _api_error(400, "'settings' must be an object.", "invalid_settings")
+            try:
+                services.conversation_settings_update(
+                    conversation=conversation, values=body["settings"]
+                )
+            except InvalidOptions as exc:
+                return _api_error(400, str(exc), "invalid_options")
     return JsonResponse(conversation_export(conversation))
 
 
@@ -168,3 +181,28 @@ def conversation_download(
     else:
         return _api_error(400, "'format' must be md or json.", "invalid_format")
     return response
+
+
+@require_http_methods(["GET", "POST"])
+@api_user_required
+def preset_list(request: HttpRequest, user: User) -> HttpResponse:
+    if request.method == "POST":
+        body = _json_body(request)
+        try:
+            preset = services.preset_save(
+                user=user, name=str(body.get("name") or ""), text=str(body.get("text") or "")
+            )
+        except services.ChatError as exc:
+            return _api_error(400, str(exc), exc.code)
+        return JsonResponse(preset.as_json(), status=201)
+    presets = SystemPromptPreset.objects.filter(owner=user)
+    return JsonResponse({"results": [p.as_json() for p in presets]})
+
+
+@require_http_methods(["DELETE"])
+@api_user_required
+def preset_detail(request: HttpRequest, user: User, preset_id: int) -> HttpResponse:
+    deleted, _ = SystemPromptPreset.objects.filter(owner=user, pk=preset_id).delete()
+    if not deleted:
+        return _api_error(404, "That preset does not exist or is not yours.", "not_found")
+    return HttpResponse(status=204)

@@ -18,6 +18,8 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     # False for API calls made with a key that keeps no history: hidden, and removed when done.
     in_history = models.BooleanField(default=True)
+    # The chat page's settings for this conversation, as generation options (chat.options).
+    settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -196,3 +198,26 @@ class Message(models.Model):
             "parent": str(self.parent_id) if self.parent_id else None,
             "created_at": self.created_at.isoformat(),
         }
+
+
+class SystemPromptPreset(models.Model):
+    """A user's saved system prompt, offered in every conversation's settings."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="system_prompt_presets"
+    )
+    name = models.CharField(max_length=100)
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="one_preset_name_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.pk, "name": self.name, "text": self.text}

@@ -22,8 +22,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from chat.models import Conversation, Message
-from chat.options import GenerationOptions
+from chat.models import Conversation, Message, SystemPromptPreset
+from chat.options import MAX_SYSTEM_PROMPT_CHARS, GenerationOptions, options_parse
 from chat.streams import abort_channel, abort_key, chunk_log_read, message_group, user_group
 from models_admin.models import LocalModel
 from models_admin.workers import (
@@ -419,3 +419,32 @@ def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
             tool_calls=item.get("tool_calls") if isinstance(item.get("tool_calls"), list) else [],
         )
     return conversation
+
+
+def conversation_settings_update(*, conversation: Conversation, values: dict[str, Any]) -> None:
+    """Save the chat page's settings for a conversation; they are checked as generation options
+    (InvalidOptions names a bad key), so what is saved can always be sent."""
+    options_parse(values, max_priority=max_priority_for(conversation.owner))
+    conversation.settings = {k: v for k, v in values.items() if v is not None}
+    conversation.save(update_fields=["settings"])
+
+
+MAX_PRESETS = 100
+
+
+def preset_save(*, user: User, name: str, text: str) -> SystemPromptPreset:
+    """Create a system-prompt preset, or replace the text of the one with that name."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ChatError("invalid_preset", "A preset needs a name of 1 to 100 characters.")
+    if not text.strip() or len(text) > MAX_SYSTEM_PROMPT_CHARS:
+        raise ChatError(
+            "invalid_preset", f"A preset needs a text of 1 to {MAX_SYSTEM_PROMPT_CHARS} characters."
+        )
+    existing = SystemPromptPreset.objects.filter(owner=user)
+    if existing.count() >= MAX_PRESETS and not existing.filter(name=name).exists():
+        raise ChatError("invalid_preset", f"You have {MAX_PRESETS} presets; delete one first.")
+    preset, _ = SystemPromptPreset.objects.update_or_create(
+        owner=user, name=name, defaults={"text": text}
+    )
+    return preset

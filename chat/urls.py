@@ -18,6 +18,8 @@ urlpatterns = [
         api.conversation_download,
         name="api-conversation-export",
     ),
+    path("api/presets/", api.preset_list, name="api-presets"),
+    path("api/presets/<int:preset_id>/", api.preset_detail, name="api-preset"),
     path("v1/models", openai_api.models, name="openai-models"),
     path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
     path("v1/completions", openai_api.completions, name="openai-completions"),

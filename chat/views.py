@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat import selectors
+from chat.models import SystemPromptPreset
+from models_admin.loading import LoadOptions
 from models_admin.models import LocalModel
 
 
@@ -33,7 +35,11 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 "messages": messages,
-                "models": [m.as_option() for m in models],
+                "models": [
+                    m.as_option(context_window=LoadOptions.for_model(m).n_ctx) for m in models
+                ],
+                "settings": conversation.settings if conversation else {},
+                "presets": [p.as_json() for p in SystemPromptPreset.objects.filter(owner=user)],
             },
         },
     )

@@ -56,6 +56,11 @@ class LocalModel(models.Model):
     def chat_template(self) -> str:
         return str(self.metadata.get("chat_template") or "")
 
-    def as_option(self) -> dict[str, Any]:
-        """What the chat page's model picker shows."""
-        return {"id": self.pk, "name": self.name, "default": self.is_default}
+    def as_option(self, *, context_window: int) -> dict[str, Any]:
+        """What the chat page's model picker (and its context meter) needs."""
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "default": self.is_default,
+            "context_window": context_window,
+        }

@@ -175,3 +175,54 @@ def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: 
     )
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_import"
+
+
+def test_it_saves_conversation_settings_checked_as_options(owner: Any, conversation: Any) -> None:
+    client = Client()
+    url = f"/api/conversations/{conversation.id}/"
+    values = {
+        "temperature": 0.3,
+        "top_k": 20,
+        "system_prompt": "Be brief.",
+        "response_format": {"type": "json_object"},
+        "seed": 7,
+    }
+    saved = client.patch(
+        url, {"settings": values}, content_type="application/json", **bearer(owner)
+    )
+    assert saved.json()["settings"] == values
+    bad = client.patch(
+        url, {"settings": {"temperature": 9}}, content_type="application/json", **bearer(owner)
+    )
+    assert bad.status_code == 400
+    assert "temperature" in bad.json()["error"]["message"]
+    conversation.refresh_from_db()
+    assert conversation.settings == values
+
+
+def test_it_keeps_a_users_system_prompt_presets(owner: Any, outsider: Any) -> None:
+    client = Client()
+    made = client.post(
+        "/api/presets/",
+        {"name": "Pirate", "text": "Talk like a pirate."},
+        content_type="application/json",
+        **bearer(owner),
+    )
+    assert made.status_code == 201
+    again = client.post(
+        "/api/presets/",
+        {"name": "Pirate", "text": "Arr."},
+        content_type="application/json",
+        **bearer(owner),
+    )
+    assert again.json()["id"] == made.json()["id"]
+    listed = client.get("/api/presets/", **bearer(owner)).json()["results"]
+    assert listed == [{"id": made.json()["id"], "name": "Pirate", "text": "Arr."}]
+    assert client.get("/api/presets/", **bearer(outsider)).json()["results"] == []
+    url = f"/api/presets/{made.json()['id']}/"
+    assert client.delete(url, **bearer(outsider)).status_code == 404
+    assert client.delete(url, **bearer(owner)).status_code == 204
+    empty = client.post(
+        "/api/presets/", {"name": "", "text": "x"}, content_type="application/json", **bearer(owner)
+    )
+    assert empty.status_code == 400

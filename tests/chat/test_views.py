@@ -80,3 +80,23 @@ def test_it_logs_out_with_a_post(owner: Any) -> None:
     client = logged_in(owner)
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/").status_code == 302
+
+
+def test_it_gives_the_page_models_with_their_context_window_settings_and_presets(
+    owner: Any, default_model: Any
+) -> None:
+    from chat.models import SystemPromptPreset
+
+    SystemPromptPreset.objects.create(owner=owner, name="Terse", text="Answer in one line.")
+    conversation = Conversation.objects.create(owner=owner, settings={"temperature": 0.2})
+    data = logged_in(owner).get(f"/c/{conversation.id}/").context["page_data"]
+    assert data["models"] == [
+        {
+            "id": default_model.pk,
+            "name": default_model.name,
+            "default": True,
+            "context_window": 8192,
+        }
+    ]
+    assert data["settings"] == {"temperature": 0.2}
+    assert [p["name"] for p in data["presets"]] == ["Terse"]

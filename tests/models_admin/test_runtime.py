@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from models_admin.runtime import ModelLoadError, ModelRuntime, model_memory_estimate
+from models_admin.loading import model_memory_estimate
+from models_admin.runtime import ModelLoadError, ModelRuntime
 
 pytestmark = pytest.mark.django_db
 
