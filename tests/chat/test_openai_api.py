@@ -278,3 +278,30 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(
         model=default_model.name, messages=[{"role": "user", "content": "Hi"}], max_tokens=5
     )
     assert time.monotonic() - started < 15
+
+
+def test_the_event_stream_ends_with_done(
+    web_server: str, secret: str, default_model: Any, inference_worker: Any
+) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{web_server}/v1/chat/completions",
+        data=json.dumps(
+            {
+                "model": default_model.name,
+                "stream": True,
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": "Hi"}],
+            }
+        ).encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [line for line in response.read().decode().split("\n\n") if line]
+    assert all(event.startswith("data: ") for event in events)
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0].removeprefix("data: "))
+    assert first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"]["role"] == "assistant"
