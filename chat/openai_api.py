@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -378,24 +379,21 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
     return JsonResponse(shape.whole(done))
 
 
-@csrf_exempt
-@login_not_required
-@require_POST
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    try:
-        return await _respond(request, chat=True)
-    except ApiError as exc:
-        return exc.response()
+def _completion_view(*, chat: bool) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
+    @csrf_exempt
+    @login_not_required
+    @require_POST
+    async def view(request: HttpRequest) -> HttpResponseBase:
+        try:
+            return await _respond(request, chat=chat)
+        except ApiError as exc:
+            return exc.response()
+
+    return view
 
 
-@csrf_exempt
-@login_not_required
-@require_POST
-async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    try:
-        return await _respond(request, chat=False)
-    except ApiError as exc:
-        return exc.response()
+chat_completions = _completion_view(chat=True)
+completions = _completion_view(chat=False)
 
 
 def _models_list() -> list[dict[str, Any]]:
