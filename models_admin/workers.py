@@ -34,6 +34,11 @@ def generation_queue_name(priority: str, model_id: int | None = None) -> str:
     return generation_queue_names(model_id)[PRIORITIES.index(priority)]
 
 
+def control_queue_name(worker: str) -> str:
+    """A worker's own queue, served before any generation: load and unload land here."""
+    return f"control.{worker}"
+
+
 @dataclass
 class WorkerState:
     name: str
@@ -45,6 +50,8 @@ class WorkerState:
     current_message: str = ""
     rss_bytes: int = 0
     memory_budget_bytes: int = 0
+    memory_used_bytes: int = 0  # the estimates of the models it holds
+    host_available_bytes: int = 0
     queue_depths: dict[str, int] = field(default_factory=dict)
     heartbeat: float = 0.0
 

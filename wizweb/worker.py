@@ -92,6 +92,8 @@ class InferenceWorker(SimpleWorker):
             current_message=self._current_job.id if self._current_job else "",
             rss_bytes=psutil.Process().memory_info().rss,
             memory_budget_bytes=runtime.budget_bytes,
+            memory_used_bytes=runtime.used_bytes(),
+            host_available_bytes=psutil.virtual_memory().available,
             queue_depths={q.name: q.count for q in self.queues},
         )
 

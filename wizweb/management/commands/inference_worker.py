@@ -8,6 +8,7 @@ model's queues, and every generation for that model is routed to the pinned work
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -15,7 +16,7 @@ from django.db import connections
 
 from models_admin.models import LocalModel
 from models_admin.runtime import ModelLoadError, runtime
-from models_admin.workers import generation_queue_names
+from models_admin.workers import control_queue_name, generation_queue_names
 from wizweb.redis_server import redis_connection
 from wizweb.worker import InferenceWorker
 
@@ -42,7 +43,8 @@ class Command(BaseCommand):
             except ModelLoadError as exc:
                 raise CommandError(str(exc)) from None
         connection = redis_connection()
-        queues = generation_queue_names(pinned.pk if pinned else None)
+        name = name or uuid.uuid4().hex
+        queues = [control_queue_name(name), *generation_queue_names(pinned.pk if pinned else None)]
         worker = InferenceWorker(queues, connection=connection, name=name)
         worker.pinned_model = pinned.pk if pinned else None
         connections.close_all()
