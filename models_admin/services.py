@@ -9,12 +9,14 @@ from django.db import transaction
 
 from models_admin.gguf_metadata import gguf_read_metadata
 from models_admin.models import LocalModel
+from models_admin.workers import worker_states
 from wizweb.default_model import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SHA256,
     default_model_path,
     file_sha256,
 )
+from wizweb.redis_server import redis_connection
 
 
 @transaction.atomic
@@ -58,3 +60,26 @@ def localmodel_register_default() -> LocalModel:
     if existing is not None and existing.state == LocalModel.State.READY:
         return existing
     return localmodel_register(path=path, name=DEFAULT_MODEL_NAME, sha256=DEFAULT_MODEL_SHA256)
+
+
+class ModelInUse(Exception):
+    pass
+
+
+def localmodel_holders(model: LocalModel) -> list[str]:
+    """The live workers that hold the model in memory."""
+    return [s.name for s in worker_states(redis_connection()) if model.name in s.models]
+
+
+def localmodel_delete(*, model: LocalModel) -> None:
+    """Delete a model's file and row; refused while a worker holds it."""
+    holders = localmodel_holders(model)
+    if holders:
+        raise ModelInUse(f"{model.name} is loaded on {', '.join(holders)}; unload it there first.")
+    model.path.unlink(missing_ok=True)
+    was_default = model.is_default
+    model.delete()
+    if was_default:
+        successor = LocalModel.objects.filter(state=LocalModel.State.READY).first()
+        if successor is not None:
+            localmodel_set_default(model=successor)

@@ -16,6 +16,8 @@ from django.conf import settings
 PRESENCE_INTERVAL = 1.0
 PRESENCE_TTL = 5
 WORKERS_SET = "wiz:workers"
+# The channel-layer group of the model-admin pages (/ws/models/).
+MODELS_GROUP = "models"
 PRIORITIES = ("high", "normal", "low")
 
 
@@ -56,7 +58,8 @@ class WorkerState:
     heartbeat: float = 0.0
 
     def as_frame(self) -> dict[str, Any]:
-        return {"worker": self.name, **asdict(self)}
+        """The `worker.status` event of /ws/models/ (docs/protocol.md)."""
+        return {"type": "worker.status", "worker": self.name, **asdict(self)}
 
 
 def worker_state_publish(connection: redis.Redis, state: WorkerState) -> None:

@@ -28,5 +28,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("account/keys/", views.api_keys, name="api-keys"),
     path("admin/", admin.site.urls),
+    path("", include("models_admin.urls")),
     path("", include("chat.urls")),
 ]

@@ -30,6 +30,7 @@ from chat.generation import generation_abort_current
 from chat.services import generations_reap
 from models_admin.runtime import runtime
 from models_admin.workers import (
+    MODELS_GROUP,
     PRESENCE_INTERVAL,
     PRESENCE_TTL,
     WorkerState,
@@ -98,7 +99,9 @@ class InferenceWorker(SimpleWorker):
         )
 
     def _publish(self) -> None:
-        worker_state_publish(self.connection, self.state())
+        state = self.state()
+        worker_state_publish(self.connection, state)
+        channel_sender.send(MODELS_GROUP, {"type": "models.event", "event": state.as_frame()})
 
     def _beat(self) -> None:
         last_reap = last_rq_beat = 0.0
