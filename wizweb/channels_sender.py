@@ -4,6 +4,10 @@
 Redis connection on every call (about 5 ms each), which is too much per streamed chunk. Here
 one daemon thread per process owns one loop and one channel layer; `send()` only queues the
 message, and a single drain task sends them one after another, so their order is kept.
+
+It is for the worker processes. Code in the web process runs on (or next to) daphne's own loop
+and uses the channel layer there: consumers directly, sync views through `async_to_sync`, which
+hands the call to daphne's loop, so the layer's Redis connections never span two loops.
 """
 
 from __future__ import annotations
