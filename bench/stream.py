@@ -6,8 +6,10 @@ The product path is WebSocket client → daphne → ChatConsumer → RQ queue �
 channel layer → back, on a private Redis and a throw-away SQLite database. Both sides load the
 default model with the same context size and threads, use the same prompt, seed and sampling,
 and are run one after the other so they do not share the cores. Printed: time to first token
-and tokens/s for each, their ratios, and the time to first token of turn 1 against turn 6 of one
-conversation (which shows the evaluated prefix being reused). Nothing here is asserted.
+and tokens/s for each, their ratios, the same prompt typed into the chat page in Debian's
+chromium (which renders markdown on the same cores), and the time to first token of turn 1
+against turn 6 of one conversation (which shows the evaluated prefix being reused). Nothing here
+is asserted.
 """
 
 from __future__ import annotations
@@ -184,10 +186,56 @@ def product_run(data_dir: Path, runs: int) -> dict[str, object]:
                     turns.append(await product_answer(ws, follow_up, str(turns[0]["conversation"])))
                 return {"singles": singles, "turns": turns}
 
-        return asyncio.run(session())
+        measured = asyncio.run(session())
+        measured["browser"] = browser_answers(f"http://127.0.0.1:{port}", runs)
+        return measured
     finally:
         web.stop()
         worker.stop()
+
+
+def browser_answers(base_url: str, runs: int) -> list[dict[str, float]]:
+    """The same kind of prompt typed into the chat page in Debian's chromium: from Enter to the
+    first chunk frame the page receives, and tokens/s from there to `done`."""
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        arrivals: list[tuple[float, dict]] = []
+        page.on(
+            "websocket",
+            lambda ws: ws.on(
+                "framereceived",
+                lambda data: arrivals.append((time.perf_counter(), json.loads(data))),
+            ),
+        )
+        page.goto(f"{base_url}/accounts/login/")
+        page.get_by_label("Username").fill("bench")
+        page.get_by_label("Password").fill("bench-password-1")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_selector("body[data-connected=true]")
+        for run in range(runs):
+            page.goto(f"{base_url}/")
+            page.wait_for_selector("body[data-connected=true]")
+            arrivals.clear()
+            box = page.get_by_label("Message")
+            box.fill(numbered(runs + run))
+            sent = time.perf_counter()
+            box.press("Enter")
+            page.wait_for_selector('li.message.assistant[data-state="done"]', timeout=120_000)
+            first = next(t for t, f in arrivals if f["type"] == "chunk")
+            ended, done = next((t, f) for t, f in arrivals if f["type"] == "done")
+            tokens = done["usage"]["completion_tokens"]
+            results.append(
+                {"ttft_ms": (first - sent) * 1000, "tokens_per_s": (tokens - 1) / (ended - first)}
+            )
+        browser.close()
+    return results
 
 
 def main() -> None:
@@ -211,6 +259,14 @@ def main() -> None:
     print(
         f"ratio wiz/raw         : ttft {ttft / raw['ttft_ms']:7.2f} x   "
         f"{rate / raw['tokens_per_s']:6.2f} x tokens/s"
+    )
+    seen = product["browser"]
+    browser_ttft = statistics.median(s["ttft_ms"] for s in seen)  # type: ignore[index]
+    browser_rate = statistics.median(s["tokens_per_s"] for s in seen)  # type: ignore[index]
+    print(
+        f"chat page in chromium : ttft {browser_ttft:7.1f} ms   {browser_rate:6.1f} tok/s"
+        f"   (ratio {browser_ttft / raw['ttft_ms']:.2f} x,"
+        f" {browser_rate / raw['tokens_per_s']:.2f} x)"
     )
     print(
         f"turn 1 ttft {turns[0]['ttft_ms']:.1f} ms ({turns[0]['prompt_tokens']} prompt tokens), "
