@@ -47,11 +47,13 @@ class ModelRuntime:
     def budget_bytes(self) -> int:
         return int(settings.WIZ_WORKER_MEMORY_MB) << 20
 
+    # Read by the presence thread while a load may hold the lock for seconds: a snapshot of the
+    # entries (one C-level copy under the GIL) instead of the lock keeps the heartbeat going.
     def loaded(self) -> list[str]:
-        return [entry.name for entry in self._loaded.values()]
+        return [entry.name for entry in list(self._loaded.values())]
 
     def used_bytes(self) -> int:
-        return sum(entry.bytes for entry in self._loaded.values())
+        return sum(entry.bytes for entry in list(self._loaded.values()))
 
     def engine_for(self, model: LocalModel) -> Engine:
         with self._lock:
