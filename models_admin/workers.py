@@ -14,7 +14,7 @@ import redis
 from django.conf import settings
 
 PRESENCE_INTERVAL = 1.0
-PRESENCE_TTL = 5
+PRESENCE_TTL = 8  # several missed beats: a busy machine must not look dead
 WORKERS_SET = "wiz:workers"
 # The channel-layer group of the model-admin pages (/ws/models/).
 MODELS_GROUP = "models"
