@@ -3,6 +3,8 @@
 // text it is, with textContent.
 
 import { renderMarkdown } from "./markdown.js";
+import { currentModel, currentOptions, settingsAttach } from "./settings.js";
+import { sidebarShow } from "./sidebar.js";
 
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const list = document.getElementById("messages");
@@ -10,7 +12,6 @@ const form = document.getElementById("composer");
 const promptBox = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 const statusLine = document.getElementById("status");
-const sidebar = document.getElementById("conversation-list");
 
 let conversation = pageData.conversation;
 let socket = null;
@@ -131,22 +132,6 @@ function send(frame) {
   return true;
 }
 
-function updateSidebar(id, title) {
-  let entry = sidebar.querySelector(`li[data-conversation="${CSS.escape(id)}"]`);
-  sidebar.querySelector("li.empty")?.remove();
-  if (!entry) {
-    entry = document.createElement("li");
-    entry.dataset.conversation = id;
-    const link = document.createElement("a");
-    link.href = `/c/${id}/`;
-    entry.append(link);
-    sidebar.prepend(entry);
-  }
-  entry.querySelector("a").textContent = title || "Untitled";
-  for (const other of sidebar.querySelectorAll("li.current")) other.classList.remove("current");
-  entry.classList.add("current");
-}
-
 const handlers = {
   accepted(frame) {
     const view = pending.get(frame.client_id);
@@ -158,11 +143,12 @@ const handlers = {
       frame.queue_position > 1 ? `Waiting in the queue (position ${frame.queue_position})…` : "Waiting…";
     if (conversation !== frame.conversation) {
       conversation = frame.conversation;
+      settingsAttach(conversation);
       history.replaceState(null, "", `/c/${conversation}/`);
     }
   },
   conversation(frame) {
-    updateSidebar(frame.conversation, frame.title);
+    sidebarShow(frame.conversation, frame.title, { current: frame.conversation === conversation });
   },
   queued(frame) {
     const view = views.get(frame.message);
@@ -232,7 +218,7 @@ function submit() {
   const content = promptBox.value;
   if (!content.trim()) return;
   const clientId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now() + Math.random());
-  const ok = send({ type: "prompt", content, conversation, options: {}, client_id: clientId });
+  const ok = send({ type: "prompt", content, conversation, options: currentOptions(), client_id: clientId });
   if (!ok) return;
   statusLine.textContent = "";
   const userView = messageView("user");
