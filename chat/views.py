@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -39,6 +40,7 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
                     m.as_option(context_window=LoadOptions.for_model(m).n_ctx) for m in models
                 ],
                 "settings": conversation.settings if conversation else {},
+                "default_max_tokens": settings.WIZ_DEFAULT_MAX_TOKENS,
                 "presets": [p.as_json() for p in SystemPromptPreset.objects.filter(owner=user)],
             },
         },
