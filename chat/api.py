@@ -23,7 +23,8 @@ from chat.models import Conversation, Message, SystemPromptPreset
 from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
 
-PAGE_SIZE = 50
+# The chat page's sidebar loads its later pages from here, so both use one page size.
+PAGE_SIZE = selectors.SIDEBAR_PAGE
 
 
 def _api_error(status: int, message: str, code: str) -> JsonResponse:

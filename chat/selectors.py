@@ -17,7 +17,10 @@ def conversation_list(*, user: User, search: str = "") -> QuerySet[Conversation]
     """The user's conversations, newest first; `search` matches titles and message text."""
     conversations = Conversation.objects.filter(owner=user, in_history=True)
     if search:
-        matching = Message.objects.filter(content__icontains=search).values("conversation_id")
+        # Only this user's messages are read: on a shared server most text is someone else's.
+        matching = Message.objects.filter(
+            conversation__owner=user, content__icontains=search
+        ).values("conversation_id")
         conversations = conversations.filter(Q(title__icontains=search) | Q(pk__in=matching))
     return conversations.order_by("-updated_at")
 

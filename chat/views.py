@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat import selectors
+from chat.engine import Sampling
 from chat.models import SystemPromptPreset
 from models_admin.loading import LoadOptions
 from models_admin.models import LocalModel
@@ -25,14 +26,17 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
         messages = [
             m.as_frame() for m in selectors.conversation_messages(conversation=conversation)
         ]
-    conversations = selectors.conversation_list(user=user)[: selectors.SIDEBAR_PAGE]
+    # One row more than a page says whether the sidebar has more to load, without a COUNT.
+    conversations = list(selectors.conversation_list(user=user)[: selectors.SIDEBAR_PAGE + 1])
     models = LocalModel.objects.filter(state=LocalModel.State.READY)
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
-            "conversations": conversations,
+            "conversations": conversations[: selectors.SIDEBAR_PAGE],
+            "conversations_more": len(conversations) > selectors.SIDEBAR_PAGE,
+            "sidebar_page": selectors.SIDEBAR_PAGE,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 "messages": messages,
@@ -42,6 +46,14 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
                 "settings": conversation.settings if conversation else {},
                 "default_max_tokens": settings.WIZ_DEFAULT_MAX_TOKENS,
                 "presets": [p.as_json() for p in SystemPromptPreset.objects.filter(owner=user)],
+                # What an empty field of the settings panel means, and the largest max_tokens.
+                "defaults": {
+                    "temperature": Sampling.temperature,
+                    "top_p": Sampling.top_p,
+                    "top_k": Sampling.top_k,
+                    "max_tokens": settings.WIZ_DEFAULT_MAX_TOKENS,
+                },
+                "limits": {"max_tokens": settings.WIZ_MAX_CONTEXT},
             },
         },
     )
