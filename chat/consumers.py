@@ -162,12 +162,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             }
         )
         if new_conversation:
-            await self.send_frame(
-                {
-                    "type": "conversation",
-                    "conversation": str(accepted.conversation.id),
-                    "title": accepted.conversation.title,
-                }
+            # To every page the user has open, so their sidebars list it too.
+            announced = {
+                "type": "conversation",
+                "conversation": str(accepted.conversation.id),
+                "title": accepted.conversation.title,
+            }
+            await self.channel_layer.group_send(
+                user_group(self.user.pk), {"type": "chat.conversation", "frame": announced}
             )
         await self.catch_up(message_id)
         await self.announce_queue()

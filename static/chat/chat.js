@@ -1,6 +1,10 @@
 // The chat page: one WebSocket (/ws/chat/, see docs/protocol.md). Answers are rendered as
 // sanitised markdown (markdown.js, docs/frontend.md); what the user typed is shown as the plain
 // text it is, with textContent.
+//
+// A conversation is a tree: regenerating an answer or editing a prompt adds a sibling beside the
+// old message (same parent). The page shows one branch, from the first message down, choosing at
+// each fork the version the user picked (‹ 2/3 ›) or else the newest one.
 
 import { renderMarkdown } from "./markdown.js";
 import { currentModel, currentOptions, settingsAttach } from "./settings.js";
@@ -11,30 +15,114 @@ const list = document.getElementById("messages");
 const form = document.getElementById("composer");
 const promptBox = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
 const statusLine = document.getElementById("status");
+const offlineBanner = document.getElementById("offline");
+const contextMeter = document.getElementById("context-meter");
+const contextText = document.getElementById("context-text");
+const contextWarning = document.getElementById("context-warning");
+
+// A prompt's size before the model's tokenizer has seen it: about 3.5 characters a token for
+// English text in the tokenizers of common models; the meter shows real counts once answered.
+const CHARS_PER_TOKEN = 3.5;
+// What a chat template adds around one turn (role markers), in tokens, roughly.
+const TURN_OVERHEAD = 8;
+const PING_EVERY_MS = 20000;
+const PONG_WITHIN_MS = 10000;
 
 let conversation = pageData.conversation;
 let socket = null;
 let retryDelay = 500;
-const views = new Map(); // message id -> {item, content, meta, seq, text}
-const pending = new Map(); // client_id -> placeholder view
+let retryTimer = null;
+let pingTimer = null;
+let pongDeadline = null;
+
+const nodes = new Map(); // message id -> the message as the API shows it (docs/api.md)
+const children = new Map(); // parent id ("" for the first turns) -> child ids, oldest first
+const chosen = new Map(); // parent id ("" for the first turns) -> the child shown
+const views = new Map(); // message id -> {item, content, meta, tools, seq, text}
+const pending = new Map(); // client_id -> what was asked, until `accepted`
 const stale = new Set(); // streaming views whose text changed since they were last rendered
 let frameRequested = false;
 let quietUntil = 0; // no streaming render before this time (performance.now())
 
-function messageView(role, id) {
+const key = (parent) => parent || "";
+const isUnfinished = (message) => message.state === "queued" || message.state === "running";
+const STATE_OF = { stop: "done", length: "done", tool_calls: "done", aborted: "aborted", error: "failed" };
+
+function addNode(message) {
+  nodes.set(message.id, message);
+  const siblings = children.get(key(message.parent)) || [];
+  if (!siblings.includes(message.id)) siblings.push(message.id);
+  children.set(key(message.parent), siblings);
+}
+
+// The branch shown: from the first turn down, at each fork the child the reader chose, or else
+// the one leading to the newest message, so a reload shows the branch last written to.
+function shownPath() {
+  // Where the newest message under each message is in `nodes` (which holds them oldest first);
+  // children come after their parents there, so one backward pass finds them all.
+  const ids = [...nodes.keys()];
+  const newest = new Map(ids.map((id, index) => [id, index]));
+  for (let i = ids.length - 1; i >= 0; i--) {
+    const parent = nodes.get(ids[i]).parent;
+    if (parent && newest.has(parent)) newest.set(parent, Math.max(newest.get(parent), newest.get(ids[i])));
+  }
+  const path = [];
+  let at = "";
+  for (;;) {
+    const forks = children.get(at);
+    if (!forks || !forks.length) return path;
+    let id = chosen.get(at);
+    if (!forks.includes(id)) {
+      id = forks.reduce((best, child) => (newest.get(child) > newest.get(best) ? child : best));
+    }
+    path.push(id);
+    at = id;
+  }
+}
+
+function button(label, className, onClick, ariaLabel) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = className;
+  element.textContent = label;
+  if (ariaLabel) element.setAttribute("aria-label", ariaLabel);
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+function messageView(role) {
   const item = document.createElement("li");
   item.className = `message ${role}`;
-  if (id) item.dataset.message = id;
   const content = document.createElement("div");
   content.className = "content";
   if (role === "assistant") content.classList.add("markdown");
   const meta = document.createElement("div");
   meta.className = "meta";
-  item.append(content, meta);
-  list.append(item);
-  const view = { item, content, meta, seq: 0, text: "" };
-  if (id) views.set(id, view);
+  const tools = document.createElement("div");
+  tools.className = "message-tools";
+  item.append(content, meta, tools);
+  return { item, content, meta, tools, seq: 0, text: "" };
+}
+
+// The view of a saved message, made the first time it is needed.
+function viewFor(id) {
+  let view = views.get(id);
+  if (view) return view;
+  const message = nodes.get(id);
+  view = messageView(message.role);
+  view.item.dataset.message = id;
+  views.set(id, view);
+  if (message.role !== "assistant") {
+    view.content.textContent = message.content;
+  } else if (isUnfinished(message)) {
+    view.item.classList.add("streaming");
+    view.item.dataset.state = message.state;
+    view.meta.textContent = message.state === "queued" ? "Waiting in the queue…" : "Answering…";
+  } else {
+    showFinished(view, message);
+  }
   return view;
 }
 
@@ -81,71 +169,253 @@ function describe(message) {
   const t = message.timings || {};
   if (t.tokens_per_s) parts.push(`${t.tokens_per_s.toFixed(1)} tok/s`);
   if (t.ttft_ms !== undefined) parts.push(`first token ${(t.ttft_ms / 1000).toFixed(2)} s`);
-  if (message.finish_reason && message.finish_reason !== "stop") parts.push(message.finish_reason);
+  if (message.finish_reason === "aborted") parts.push("stopped");
+  else if (message.finish_reason === "length") parts.push("cut off at the token limit");
+  if (message.trimmed) {
+    const turns = message.trimmed.turns;
+    parts.push(`${turns} earlier message${turns === 1 ? "" : "s"} left out to fit the context`);
+  }
   return parts.join(" · ");
 }
 
-function showFinished(view, frame) {
-  const calls = (frame.tool_calls || []).map((c) => `→ ${c.function.name}(${c.function.arguments})`);
+function showFinished(view, message) {
+  const calls = (message.tool_calls || []).map((c) => `→ ${c.function.name}(${c.function.arguments})`);
   // At once, not on the next frame: a finished answer must read as its saved content now.
   stale.delete(view);
-  view.text = frame.content || "";
+  view.text = message.content || "";
   if (calls.length) {
     view.content.classList.replace("markdown", "tool-calls");
     view.content.textContent = calls.join("\n");
   } else {
     renderMarkdown(view.content, view.text);
   }
-  view.meta.textContent = describe({ ...frame, model: frame.model || view.model });
   view.item.classList.remove("streaming");
-  if (frame.finish_reason === "error") {
-    view.item.classList.add("failed");
-    view.meta.textContent = frame.error || "The answer failed.";
-  }
-  view.item.dataset.state = frame.finish_reason === "error" ? "failed" : "done";
+  const failed = message.finish_reason === "error" || message.state === "failed";
+  view.item.classList.toggle("failed", failed);
+  view.meta.textContent = failed ? message.error || "The answer failed." : describe(message);
+  view.item.dataset.state = failed ? "failed" : message.finish_reason === "aborted" ? "aborted" : "done";
 }
 
-function render(messages) {
-  for (const message of messages) {
-    const view = messageView(message.role, message.id);
-    if (message.role !== "assistant") {
-      view.content.textContent = message.content;
-      continue;
-    }
-    if (message.state === "queued" || message.state === "running") {
-      view.item.classList.add("streaming");
-      view.meta.textContent = message.state === "queued" ? "Waiting in the queue…" : "Answering…";
-      view.content.textContent = "";
-    } else {
-      showFinished(view, message);
-    }
+// The ‹ 2/3 › switch of a message that has other versions, and what can be done with it.
+function showTools(id) {
+  const message = nodes.get(id);
+  const view = viewFor(id);
+  const siblings = children.get(key(message.parent)) || [id];
+  const tools = [];
+  if (siblings.length > 1) {
+    const index = siblings.indexOf(id);
+    const versions = document.createElement("span");
+    versions.className = "versions";
+    const label = message.role === "user" ? "prompt" : "answer";
+    const previous = button("‹", "version-previous", () => choose(siblings[index - 1]), `Previous ${label}`);
+    const next = button("›", "version-next", () => choose(siblings[index + 1]), `Next ${label}`);
+    previous.disabled = index === 0;
+    next.disabled = index === siblings.length - 1;
+    const count = document.createElement("span");
+    count.className = "version-count";
+    count.textContent = `${index + 1}/${siblings.length}`;
+    versions.append(previous, count, next);
+    tools.push(versions);
   }
-  scrollToEnd();
+  const busy = streamingOnPath() !== null;
+  if (message.role === "user") {
+    const edit = button("Edit", "edit", () => startEdit(id), "Edit this prompt and send it again");
+    edit.disabled = busy;
+    tools.push(edit);
+  } else if (message.role === "assistant" && !isUnfinished(message)) {
+    const again = button("Regenerate", "regenerate", () => regenerate(id), "Write this answer again");
+    again.disabled = busy;
+    tools.push(again);
+  }
+  view.tools.replaceChildren(...tools);
+}
+
+function choose(id) {
+  chosen.set(key(nodes.get(id).parent), id);
+  renderThread();
+}
+
+// Lay out the branch shown. Only on changes of structure (a new message, another version):
+// the views are kept, so a streaming answer goes on streaming wherever it is shown.
+function renderThread({ follow = true } = {}) {
+  const path = shownPath();
+  const items = path.map((id) => viewFor(id).item);
+  for (const view of pending.values()) items.push(...view.placeholders);
+  const same = items.length === list.children.length && items.every((item, i) => list.children[i] === item);
+  if (!same) list.replaceChildren(...items);
+  for (const id of path) showTools(id);
+  showComposerState();
+  showContext();
+  if (follow) scrollToEnd();
+}
+
+function streamingOnPath() {
+  const path = shownPath();
+  const last = path[path.length - 1];
+  if (last && nodes.get(last).role === "assistant" && isUnfinished(nodes.get(last))) return last;
+  return null;
+}
+
+function showComposerState() {
+  const streaming = streamingOnPath();
+  const waiting = [...pending.values()].some((p) => p.kind === "prompt");
+  sendButton.disabled = streaming !== null || waiting;
+  stopButton.hidden = streaming === null;
+}
+
+function estimateTokens(text) {
+  return text ? Math.ceil(text.length / CHARS_PER_TOKEN) + TURN_OVERHEAD : 0;
+}
+
+// The tokens this conversation uses now: the real count of its last answer on this branch (the
+// whole prompt the model read plus the answer), or an estimate when nothing was answered yet.
+function usedTokens() {
+  const path = shownPath();
+  let used = null;
+  let after = 0;
+  for (let i = path.length - 1; i >= 0; i--) {
+    const message = nodes.get(path[i]);
+    if (message.role === "assistant" && message.usage) {
+      used = message.usage.total_tokens;
+      break;
+    }
+    after += estimateTokens(message.content);
+  }
+  if (used === null) return { tokens: after + estimateTokens(currentOptions().system_prompt || ""), exact: false };
+  return { tokens: used + after, exact: after === 0 };
+}
+
+// The context meter, and a warning before a prompt would not fit (docs/frontend.md): the
+// answer needs room too, as the engine reserves it (the smaller of max_tokens and a quarter of
+// the window).
+function showContext() {
+  const model = currentModel();
+  const window = model?.context_window || 0;
+  contextMeter.parentElement.hidden = !window;
+  if (!window) return;
+  const used = usedTokens();
+  const room = Math.min(currentOptions().max_tokens || pageData.default_max_tokens, Math.floor(window / 4));
+  const prompt = estimateTokens(promptBox.value);
+  contextMeter.max = window;
+  contextMeter.value = Math.min(used.tokens, window);
+  contextText.textContent =
+    `${used.exact ? "" : "about "}${used.tokens.toLocaleString()} of ${window.toLocaleString()} tokens`;
+  let warning = "";
+  let level = "";
+  if (prompt + room > window) {
+    warning = `This message is about ${prompt.toLocaleString()} tokens and ${model.name} reads ${window.toLocaleString()} at most, with room for its answer; shorten it.`;
+    level = "error";
+  } else if (prompt && used.tokens + prompt + room > window) {
+    warning = "This conversation is nearly as long as the model can read: the oldest messages will be left out of what it sees (the system prompt stays). Start a new chat to keep everything in view.";
+    level = "warning";
+  }
+  contextWarning.textContent = warning;
+  contextWarning.dataset.level = level;
 }
 
 function send(frame) {
   if (!socket || socket.readyState !== WebSocket.OPEN) {
-    statusLine.textContent = "Not connected to the server; trying again…";
+    statusLine.textContent = "Not connected to the server; your message was not sent. It is still in the box.";
     return false;
   }
   socket.send(JSON.stringify(frame));
   return true;
 }
 
+function clientId() {
+  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+}
+
+function regenerate(id) {
+  const id_ = clientId();
+  if (!send({ type: "regenerate", message: id, options: currentOptions(), client_id: id_ })) return;
+  pending.set(id_, { kind: "regenerate", placeholders: [] });
+  statusLine.textContent = "";
+  renderThread();
+}
+
+function startEdit(id) {
+  const view = viewFor(id);
+  const message = nodes.get(id);
+  const editor = document.createElement("form");
+  editor.className = "edit-form";
+  const label = document.createElement("label");
+  label.className = "visually-hidden";
+  label.textContent = "Edited prompt";
+  const box = document.createElement("textarea");
+  box.id = `edit-${id}`;
+  label.htmlFor = box.id;
+  box.value = message.content;
+  box.rows = Math.min(12, message.content.split("\n").length + 1);
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Send";
+  const cancel = button("Cancel", "cancel-edit", () => renderThread({ follow: false }));
+  editor.append(label, box, save, cancel);
+  editor.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = box.value;
+    if (!content.trim()) return;
+    const id_ = clientId();
+    const frame = { type: "edit", message: id, content, options: currentOptions(), client_id: id_ };
+    if (!send(frame)) return;
+    pending.set(id_, { kind: "edit", parent: message.parent, content, placeholders: [] });
+    statusLine.textContent = "";
+    renderThread();
+  });
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      editor.requestSubmit();
+    } else if (event.key === "Escape") {
+      renderThread({ follow: false });
+    }
+  });
+  view.tools.replaceChildren(editor);
+  box.focus();
+}
+
+function finishedFrame(message, frame) {
+  Object.assign(message, {
+    content: frame.content || "",
+    state: STATE_OF[frame.finish_reason] || "done",
+    finish_reason: frame.finish_reason,
+    usage: frame.usage,
+    timings: frame.timings,
+    tool_calls: frame.tool_calls || [],
+    trimmed: frame.trimmed || null,
+    error: frame.error || "",
+    model: frame.model || message.model,
+  });
+}
+
 const handlers = {
   accepted(frame) {
-    const view = pending.get(frame.client_id);
+    const asked = pending.get(frame.client_id);
     pending.delete(frame.client_id);
-    if (!view) return;
-    view.item.dataset.message = frame.message;
-    views.set(frame.message, view);
-    view.meta.textContent =
-      frame.queue_position > 1 ? `Waiting in the queue (position ${frame.queue_position})…` : "Waiting…";
+    if (!asked) return;
     if (conversation !== frame.conversation) {
       conversation = frame.conversation;
       settingsAttach(conversation);
       history.replaceState(null, "", `/c/${conversation}/`);
     }
+    if (asked.kind !== "regenerate") {
+      addNode({ id: frame.user_message, role: "user", parent: asked.parent, content: asked.content, state: "done" });
+      chosen.set(key(asked.parent), frame.user_message);
+    }
+    addNode({ id: frame.message, role: "assistant", parent: frame.user_message, content: "", state: "queued" });
+    chosen.set(frame.user_message, frame.message);
+    if (asked.kind === "prompt") {
+      const [userView, answerView] = asked.views;
+      userView.item.dataset.message = frame.user_message;
+      answerView.item.dataset.message = frame.message;
+      views.set(frame.user_message, userView);
+      views.set(frame.message, answerView);
+    }
+    const view = viewFor(frame.message);
+    view.meta.textContent =
+      frame.queue_position > 1 ? `Waiting in the queue (position ${frame.queue_position})…` : "Waiting…";
+    renderThread();
   },
   conversation(frame) {
     sidebarShow(frame.conversation, frame.title, { current: frame.conversation === conversation });
@@ -155,81 +425,133 @@ const handlers = {
     if (view) view.meta.textContent = `Waiting in the queue (position ${frame.position})…`;
   },
   started(frame) {
-    const view = views.get(frame.message);
-    if (!view) return;
-    view.model = frame.model;
-    view.meta.textContent = `${frame.model} is answering…`;
+    const message = nodes.get(frame.message);
+    if (!message) return;
+    message.state = "running";
+    message.model = frame.model;
+    viewFor(frame.message).item.dataset.state = "running";
+    viewFor(frame.message).meta.textContent = `${frame.model} is answering…`;
   },
   chunk(frame) {
-    const view = views.get(frame.message);
-    if (!view || frame.seq <= view.seq) return;
+    const message = nodes.get(frame.message);
+    if (!message) return;
+    const view = viewFor(frame.message);
+    if (frame.seq <= view.seq) return;
+    if (message.state === "queued") {
+      message.state = "running";
+      view.item.dataset.state = "running";
+      view.meta.textContent = "Answering…";
+    }
     view.seq = frame.seq;
     view.text += frame.text;
     renderSoon(view);
   },
   done(frame) {
-    const view = views.get(frame.message);
-    if (view) showFinished(view, frame);
-    sendButton.disabled = false;
-    scrollToEnd();
+    const message = nodes.get(frame.message);
+    if (!message) return;
+    finishedFrame(message, frame);
+    showFinished(viewFor(frame.message), message);
+    renderThread({ follow: isNearEnd() });
   },
   error(frame) {
     statusLine.textContent = frame.message;
-    const view = pending.get(frame.client_id);
-    if (view) {
+    const asked = pending.get(frame.client_id);
+    if (asked) {
       pending.delete(frame.client_id);
-      view.item.remove();
-      sendButton.disabled = false;
+      if (asked.kind === "prompt" && !promptBox.value) promptBox.value = asked.content;
+      renderThread();
     }
   },
   pong() {},
 };
 
 function resumeUnfinished() {
-  for (const [id, view] of views) {
-    if (view.item.classList.contains("streaming")) {
-      send({ type: "subscribe", message: id, after: view.seq });
+  for (const [id, message] of nodes) {
+    if (message.role === "assistant" && isUnfinished(message)) {
+      send({ type: "subscribe", message: id, after: views.get(id)?.seq || 0 });
     }
   }
 }
 
+function showOffline(offline) {
+  offlineBanner.hidden = !offline;
+  document.body.dataset.connected = offline ? "false" : "true";
+}
+
+function keepAlive() {
+  clearInterval(pingTimer);
+  // A phone that leaves the Wi-Fi may never see the socket close; a ping unanswered says so.
+  pingTimer = setInterval(() => {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "ping" }));
+    pongDeadline ??= setTimeout(() => socket?.close(), PONG_WITHIN_MS);
+  }, PING_EVERY_MS);
+}
+
 function connect() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
-  socket.addEventListener("open", () => {
+  const opened = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
+  socket = opened;
+  opened.addEventListener("open", () => {
     retryDelay = 500;
     statusLine.textContent = "";
-    document.body.dataset.connected = "true";
+    showOffline(false);
+    keepAlive();
     resumeUnfinished();
   });
-  socket.addEventListener("message", (event) => {
+  opened.addEventListener("message", (event) => {
+    clearTimeout(pongDeadline);
+    pongDeadline = null;
     const frame = JSON.parse(event.data);
     handlers[frame.type]?.(frame);
   });
-  socket.addEventListener("close", () => {
-    document.body.dataset.connected = "false";
-    statusLine.textContent = "Connection lost; reconnecting…";
-    setTimeout(connect, retryDelay);
-    retryDelay = Math.min(retryDelay * 2, 10000);
+  opened.addEventListener("close", () => {
+    if (socket !== opened) return;
+    showOffline(true);
+    clearInterval(pingTimer);
+    clearTimeout(pongDeadline);
+    pongDeadline = null;
+    // What was asked but not accepted may be lost with the socket; give it back to the writer.
+    for (const [id, asked] of pending) {
+      if (asked.kind === "prompt" && !promptBox.value) {
+        promptBox.value = asked.content;
+        statusLine.textContent = "The connection dropped as your message was sent; check the conversation after it is back, and send it again if it is missing.";
+      }
+      pending.delete(id);
+    }
+    renderThread({ follow: false });
+    // Back off, with a little jitter so that a restarted server is not met by every page at once.
+    retryTimer = setTimeout(connect, retryDelay + Math.random() * 250);
+    retryDelay = Math.min(retryDelay * 2, 15000);
   });
+}
+
+function reconnectNow() {
+  if (socket && socket.readyState <= WebSocket.OPEN) return; // connecting or open
+  retryDelay = 500;
+  connect();
 }
 
 function submit() {
   const content = promptBox.value;
-  if (!content.trim()) return;
-  const clientId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now() + Math.random());
-  const ok = send({ type: "prompt", content, conversation, options: currentOptions(), client_id: clientId });
-  if (!ok) return;
+  if (!content.trim() || sendButton.disabled) return;
+  const id = clientId();
+  const path = shownPath();
+  const parent = path[path.length - 1] || null;
+  const frame = { type: "prompt", content, conversation, parent, options: currentOptions(), client_id: id };
+  if (!send(frame)) return;
   statusLine.textContent = "";
   const userView = messageView("user");
   userView.content.textContent = content;
-  const view = messageView("assistant");
-  view.item.classList.add("streaming");
-  view.meta.textContent = "Sending…";
-  pending.set(clientId, view);
+  const answerView = messageView("assistant");
+  answerView.item.classList.add("streaming");
+  answerView.item.dataset.state = "queued";
+  answerView.meta.textContent = "Sending…";
+  pending.set(id, { kind: "prompt", parent, content, views: [userView, answerView], placeholders: [userView.item, answerView.item] });
   promptBox.value = "";
-  sendButton.disabled = true;
-  scrollToEnd();
+  renderThread();
 }
 
 form.addEventListener("submit", (event) => {
@@ -242,6 +564,18 @@ promptBox.addEventListener("keydown", (event) => {
     submit();
   }
 });
+promptBox.addEventListener("input", showContext);
+stopButton.addEventListener("click", () => {
+  const id = streamingOnPath();
+  if (id) send({ type: "abort", message: id });
+});
+document.getElementById("reconnect").addEventListener("click", reconnectNow);
+window.addEventListener("online", reconnectNow);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") reconnectNow();
+});
+document.addEventListener("wiz:settings", showContext);
 
-render(pageData.messages);
+for (const message of pageData.messages) addNode(message);
+renderThread();
 connect();

@@ -13,6 +13,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.models import Conversation, Message
 from tests.chat.socket_client import (
+    collect,
     connect,
     frames_until_done,
     next_of_type,
@@ -418,3 +419,21 @@ async def test_it_follows_the_message_a_prompt_names(
     await socket.disconnect()
     turn = await Message.objects.aget(pk=third["user_message"])
     assert str(turn.parent_id) == first["message"]
+
+
+async def test_it_tells_every_open_page_of_the_user_about_a_new_conversation(
+    owner: Any, outsider: Any, default_model: Any, inference_worker: Any
+) -> None:
+    sender, other_page, stranger = (
+        await open_socket(owner),
+        await open_socket(owner),
+        await open_socket(outsider),
+    )
+    accepted = await send_prompt(sender, "Say hello.", max_tokens=4)
+    frames = await collect(other_page, lambda fs: fs and fs[-1]["type"] == "conversation")
+    assert frames[-1]["conversation"] == accepted["conversation"]
+    assert frames[-1]["title"] == "Say hello."
+    await frames_until_done(sender)
+    assert await stranger.receive_nothing(timeout=0.5)
+    for socket in (sender, other_page, stranger):
+        await socket.disconnect()

@@ -1,0 +1,236 @@
+"""The message area of the chat page in a real browser against daphne and a real worker: stop,
+regenerate and versions, edit and resend, a reload in mid-answer, the connection dropping, the
+context meter, and the phone layout."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
+
+from chat.models import Conversation, Message
+from tests.chat.test_browser import ARTIFACTS, log_in, markdown_words, page, shown_words
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+__all__ = ["page"]  # the fixture, imported to be used here
+
+LONG_ANSWER = {"seed": 3, "temperature": 0.7, "max_tokens": 400}
+SHORT_ANSWER = {"max_tokens": 24}
+LONG_PROMPT = "Write a long story about a dragon who learns to bake bread, in many paragraphs."
+
+
+def open_conversation(page: Page, base_url: str, owner: Any, settings: dict[str, Any]) -> str:
+    """A new conversation with these settings (sent as options with every prompt), opened."""
+    conversation = Conversation.objects.create(owner=owner, title="Test", settings=settings)
+    log_in(page, base_url)
+    page.goto(f"{base_url}/c/{conversation.id}/")
+    expect(page.locator("body[data-connected=true]")).to_be_attached(timeout=15_000)
+    return str(conversation.id)
+
+
+def send(page: Page, text: str) -> Locator:
+    """Send a prompt; the answer's list item."""
+    box = page.get_by_label("Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+    answer = page.locator("li.message.assistant").last
+    expect(answer).to_have_attribute("data-message", re.compile(".+"))
+    return answer
+
+
+def saved(answer: Locator) -> Message:
+    return Message.objects.get(pk=answer.get_attribute("data-message"))
+
+
+def assert_shows(answer: Locator, message: Message) -> None:
+    assert shown_words(answer.locator(".content").inner_text()) == markdown_words(message.content)
+
+
+def test_it_stops_an_answer_and_keeps_the_partial_text(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    open_conversation(page, web_server, owner, LONG_ANSWER)
+    answer = send(page, LONG_PROMPT)
+    expect(answer.locator(".content")).not_to_be_empty(timeout=60_000)
+    stop = page.get_by_role("button", name="Stop")
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
+    stop.click()
+
+    expect(answer).to_have_attribute("data-state", "aborted", timeout=10_000)
+    expect(stop).to_be_hidden()
+    message = saved(answer)
+    assert message.state == Message.State.ABORTED
+    assert message.content.strip(), "the partial answer was not kept"
+    assert message.usage["completion_tokens"] < LONG_ANSWER["max_tokens"]
+    assert_shows(answer, message)
+    expect(answer.locator(".meta")).to_contain_text("stopped")
+    page.reload()
+    assert_shows(page.locator("li.message.assistant").last, message)
+
+
+def test_it_regenerates_an_answer_and_switches_between_the_versions(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    open_conversation(page, web_server, owner, SHORT_ANSWER)
+    answer = send(page, "Name a fruit.")
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    first = saved(answer)
+    expect(answer.locator(".meta")).to_contain_text("tok/s")
+    expect(answer.locator(".meta")).to_contain_text("first token")
+    expect(answer.locator(".meta")).to_contain_text(f"{first.usage['completion_tokens']} tokens")
+
+    answer.get_by_role("button", name="Write this answer again").click()
+    latest = page.locator("li.message.assistant").last
+    expect(latest).not_to_have_attribute("data-message", str(first.id))
+    expect(latest).to_have_attribute("data-state", "done", timeout=60_000)
+    second = saved(latest)
+    assert second.parent_id == first.parent_id
+    expect(latest.locator(".version-count")).to_have_text("2/2")
+    assert_shows(latest, second)
+
+    latest.get_by_role("button", name="Previous answer").click()
+    shown = page.locator("li.message.assistant").last
+    expect(shown).to_have_attribute("data-message", str(first.id))
+    expect(shown.locator(".version-count")).to_have_text("1/2")
+    assert_shows(shown, first)
+    shown.get_by_role("button", name="Next answer").click()
+    expect(page.locator("li.message.assistant").last).to_have_attribute(
+        "data-message", str(second.id)
+    )
+
+    # A follow-up goes under the version shown, and both versions survive a reload.
+    page.locator("li.message.assistant").last.get_by_role("button", name="Previous answer").click()
+    follow_up = send(page, "And a vegetable?")
+    expect(follow_up).to_have_attribute("data-state", "done", timeout=60_000)
+    assert saved(follow_up).parent.parent_id == first.id
+    page.reload()
+    expect(page.locator("li.message.assistant")).to_have_count(2)
+    expect(page.locator("li.message.assistant").first).to_have_attribute(
+        "data-message", str(first.id)
+    )
+
+
+def test_it_edits_a_prompt_and_sends_it_again_keeping_the_old_branch(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    open_conversation(page, web_server, owner, SHORT_ANSWER)
+    answer = send(page, "Name a colour.")
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    old_answer = saved(answer)
+
+    page.locator("li.message.user").last.get_by_role("button", name="Edit this prompt").click()
+    editor = page.get_by_label("Edited prompt")
+    expect(editor).to_be_focused()
+    editor.fill("Name an animal.")
+    editor.press("Enter")
+    new_answer = page.locator("li.message.assistant").last
+    expect(new_answer).not_to_have_attribute("data-message", str(old_answer.id))
+    expect(new_answer).to_have_attribute("data-state", "done", timeout=60_000)
+    prompt = page.locator("li.message.user").last
+    expect(prompt.locator(".content")).to_have_text("Name an animal.")
+    expect(prompt.locator(".version-count")).to_have_text("2/2")
+    edited = saved(new_answer).parent
+    assert edited.content == "Name an animal."
+    assert edited.parent_id == old_answer.parent.parent_id
+
+    prompt.get_by_role("button", name="Previous prompt").click()
+    expect(page.locator("li.message.user").last.locator(".content")).to_have_text("Name a colour.")
+    expect(page.locator("li.message.assistant").last).to_have_attribute(
+        "data-message", str(old_answer.id)
+    )
+
+
+def test_it_goes_on_with_a_streaming_answer_after_a_reload_without_gap_or_repeat(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    received: list[dict[str, Any]] = []
+
+    def watch(socket: WebSocket) -> None:
+        socket.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    open_conversation(page, web_server, owner, LONG_ANSWER)
+    answer = send(page, LONG_PROMPT)
+    expect(answer.locator(".content")).not_to_be_empty(timeout=60_000)
+    message_id = answer.get_attribute("data-message")
+
+    page.on("websocket", watch)
+    page.reload()
+    assert Message.objects.get(pk=message_id).state == Message.State.RUNNING, (
+        "the answer finished before the reload; make it longer"
+    )
+    answer = page.locator(f'li.message.assistant[data-message="{message_id}"]')
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    message = Message.objects.get(pk=message_id)
+    chunks = [f for f in received if f["type"] == "chunk" and f["message"] == message_id]
+    assert [c["seq"] for c in chunks] == list(range(1, len(chunks) + 1))
+    assert "".join(c["text"] for c in chunks) == message.content
+    assert_shows(answer, message)
+
+
+def test_it_shows_an_offline_banner_and_resumes_the_answer_when_back(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    # Every socket of the page goes through this proxy, so the test can cut one as a network would.
+    sockets: list[WebSocketRoute] = []
+
+    def through_proxy(route: WebSocketRoute) -> None:
+        route.connect_to_server()
+        sockets.append(route)
+
+    page.route_web_socket(re.compile(r"/ws/chat/$"), through_proxy)
+    open_conversation(page, web_server, owner, LONG_ANSWER)
+    answer = send(page, LONG_PROMPT)
+    expect(answer.locator(".content")).not_to_be_empty(timeout=60_000)
+    banner = page.get_by_role("alert").filter(has_text="Offline")
+    expect(banner).to_be_hidden()
+
+    sockets[-1].close(code=4000, reason="the test cut the connection")
+    expect(banner).to_be_visible()
+    expect(page.locator("body[data-connected=true]")).to_be_attached(timeout=10_000)
+    expect(banner).to_be_hidden()
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    assert_shows(answer, saved(answer))
+
+
+def test_it_meters_the_context_and_warns_before_a_prompt_would_not_fit(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    open_conversation(page, web_server, owner, SHORT_ANSWER)
+    answer = send(page, "Say yes.")
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    used = saved(answer).usage["total_tokens"]
+    expect(page.locator("#context-text")).to_have_text(f"{used} of 8,192 tokens")
+    expect(page.locator("#context-meter")).to_have_attribute("value", str(used))
+
+    page.get_by_label("Message", exact=True).fill("word " * 7000)
+    warning = page.locator("#context-warning")
+    expect(warning).to_have_attribute("data-level", "error")
+    expect(warning).to_contain_text("shorten it")
+    page.get_by_label("Message", exact=True).fill("A short question.")
+    expect(warning).to_be_empty()
+
+
+def test_it_is_usable_on_a_phone(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_conversation(page, web_server, owner, SHORT_ANSWER)
+    answer = send(page, "Name a planet.")
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    for control in (
+        page.get_by_label("Message", exact=True),
+        page.get_by_role("button", name="Send", exact=True),
+    ):
+        expect(control).to_be_in_viewport()
+        box = control.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-phone-answer.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.screenshot(path=str(ARTIFACTS / "chat-desktop-answer.png"))
