@@ -234,3 +234,36 @@ def test_it_is_usable_on_a_phone(
     page.screenshot(path=str(ARTIFACTS / "chat-phone-answer.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
     page.screenshot(path=str(ARTIFACTS / "chat-desktop-answer.png"))
+
+
+def test_it_sends_with_enter_breaks_lines_with_shift_enter_and_is_usable_by_keyboard(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    open_conversation(page, web_server, owner, SHORT_ANSWER)
+    box = page.get_by_label("Message", exact=True)
+    box.focus()
+    page.keyboard.type("Two")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("lines")
+    expect(box).to_have_value("Two\nlines")
+    expect(page.locator("li.message")).to_have_count(0)
+    page.keyboard.press("Enter")
+    answer = page.locator("li.message.assistant").last
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(page.locator("li.message.user .content")).to_have_text("Two\nlines")
+
+    box.focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_focused()
+    # The message tools come before the message box in the page, and are reached by Shift+Tab.
+    box.focus()
+    for _ in range(8):
+        page.keyboard.press("Shift+Tab")
+        if answer.get_by_role("button", name="Write this answer again").evaluate(
+            "button => button === document.activeElement"
+        ):
+            break
+    else:
+        raise AssertionError("Regenerate cannot be reached with the keyboard")
+    page.keyboard.press("Enter")
+    expect(page.locator("li.message.assistant .version-count")).to_have_text("2/2", timeout=60_000)
