@@ -1,28 +1,262 @@
 // The settings of the open conversation (model, system prompt, sampling; docs/frontend.md),
-// sent with every prompt as its `options`.
+// sent with every prompt as its `options` and saved with the conversation.
 // chat.js asks currentOptions() and currentModel(); when they change, this module dispatches
 // a "wiz:settings" event on document.
 
-const pageData = JSON.parse(document.getElementById("page-data").textContent);
-let settings = { ...(pageData.settings || {}) };
+import { apiRequest } from "./api.js";
 
-// The options for the next prompt: the saved settings, without empty values.
+const pageData = JSON.parse(document.getElementById("page-data").textContent);
+const models = pageData.models || [];
+const presets = new Map((pageData.presets || []).map((p) => [String(p.id), p]));
+
+const panel = document.getElementById("settings");
+const form = document.getElementById("settings-form");
+const summary = document.getElementById("settings-summary");
+const statusLine = document.getElementById("settings-status");
+const modelSelect = document.getElementById("setting-model");
+const modelNote = document.getElementById("model-note");
+const systemBox = document.getElementById("setting-system-prompt");
+const presetSelect = document.getElementById("setting-preset");
+const presetSaveButton = document.getElementById("preset-save");
+const presetDeleteButton = document.getElementById("preset-delete");
+const presetDialog = document.getElementById("preset-dialog");
+const presetName = document.getElementById("preset-name");
+const jsonBox = document.getElementById("setting-json");
+const extraLine = document.getElementById("settings-extra");
+const numberFields = new Map(
+  [...form.querySelectorAll("input[type=number]")].map((input) => [input.name, input]),
+);
+
+const SAVE_DELAY_MS = 500;
+const OPEN_KEY = "wiz:settings-open";
+
+let conversation = pageData.conversation;
+// Saved options the panel has no field for (set through the API: stop, min_p, a JSON schema…).
+// They are kept, listed under the fields, and sent as they are.
+let extras = {};
+
+function defaultModel() {
+  return models.find((m) => m.default) || models[0] || null;
+}
+
+function show(settings) {
+  extras = {};
+  const known = new Set(["model", "system_prompt", "response_format", ...numberFields.keys()]);
+  for (const [key, value] of Object.entries(settings)) {
+    if (!known.has(key)) extras[key] = value;
+  }
+  const saved = settings.model;
+  const model = models.find((m) => m.name === saved) || defaultModel();
+  modelSelect.value = model ? model.name : "";
+  modelNote.hidden = !saved || model?.name === saved;
+  if (!modelNote.hidden) {
+    modelNote.textContent = model
+      ? `“${saved}” is not ready; answers come from ${model.name} unless you pick another.`
+      : `“${saved}” is not ready.`;
+  }
+  systemBox.value = settings.system_prompt || "";
+  for (const [key, input] of numberFields) input.value = settings[key] ?? "";
+  const format = settings.response_format;
+  jsonBox.checked = format?.type === "json_object";
+  if (format && !["json_object", "text"].includes(format.type)) extras.response_format = format;
+  extraLine.hidden = Object.keys(extras).length === 0;
+  extraLine.textContent = `Also saved with this conversation: ${Object.entries(extras)
+    .map(([key, value]) => `${key} = ${JSON.stringify(value)}`)
+    .join(", ")}.`;
+  matchPreset();
+  describe();
+}
+
+// The options for the next prompt: exactly what the panel shows. An empty field is left out,
+// so the server's default (its placeholder) applies; a value out of range is sent as it is,
+// and the server's answer names it (chat/options.py is the one place that checks options).
 export function currentOptions() {
-  return Object.fromEntries(
-    Object.entries(settings).filter(([, value]) => value !== null && value !== ""),
-  );
+  const options = { ...extras };
+  if (modelSelect.value) options.model = modelSelect.value;
+  if (systemBox.value.trim()) options.system_prompt = systemBox.value;
+  for (const [key, input] of numberFields) {
+    if (input.value !== "") options[key] = Number(input.value);
+  }
+  if (jsonBox.checked) options.response_format = { type: "json_object" };
+  return options;
 }
 
 // The model the next prompt goes to ({name, context_window, default}), or null when none is ready.
 export function currentModel() {
-  const models = pageData.models || [];
-  return (
-    models.find((m) => m.name === settings.model) || models.find((m) => m.default) || models[0] || null
-  );
+  return models.find((m) => m.name === modelSelect.value) || null;
+}
+
+function describe() {
+  const options = currentOptions();
+  const parts = [options.model || "no model is ready"];
+  for (const [key, label] of [
+    ["temperature", "temperature"],
+    ["top_p", "top p"],
+    ["top_k", "top k"],
+    ["max_tokens", "max tokens"],
+    ["seed", "seed"],
+  ]) {
+    if (key in options) parts.push(`${label} ${options[key]}`);
+  }
+  if (jsonBox.checked) parts.push("JSON");
+  if (options.system_prompt) parts.push("system prompt");
+  summary.textContent = parts.join(" · ");
+}
+
+function setStatus(text, { error = false } = {}) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error", error);
+}
+
+// --- Saving ---------------------------------------------------------------------------------
+
+let saveTimer = 0;
+let unsaved = false;
+let saving = Promise.resolve();
+
+async function saveNow({ keepalive = false } = {}) {
+  clearTimeout(saveTimer);
+  if (!conversation || !unsaved) return;
+  unsaved = false;
+  const answer = await apiRequest(`/api/conversations/${conversation}/`, {
+    method: "PATCH",
+    body: { settings: currentOptions() },
+    keepalive,
+  });
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  if (answer.ok) {
+    setStatus("");
+    return;
+  }
+  setStatus(answer.message, { error: true });
+  const key = /^Option '(\w+)'/.exec(answer.message)?.[1];
+  const field = key && form.querySelector(`[name="${key}"]`);
+  field?.setAttribute("aria-invalid", "true");
+}
+
+// Saves go one after another, so an older one never lands after a newer one.
+function save(options) {
+  saving = saving.then(() => saveNow(options));
+  return saving;
+}
+
+function changed() {
+  describe();
+  document.dispatchEvent(new CustomEvent("wiz:settings"));
+  // Before the first prompt there is no conversation to save to: the settings go with the
+  // prompt and settingsAttach() saves them once the conversation exists.
+  if (!conversation) return;
+  unsaved = true;
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(save, SAVE_DELAY_MS);
 }
 
 // chat.js tells this module when a new conversation got its id, so settings chosen before the
-// first prompt can be saved with it.
+// first prompt are saved with it.
 export function settingsAttach(conversationId) {
+  conversation = conversationId;
   pageData.conversation = conversationId;
+  unsaved = true;
+  return save();
 }
+
+form.addEventListener("input", (event) => {
+  if (event.target === presetSelect) return;
+  if (event.target === systemBox) matchPreset();
+  if (event.target === modelSelect) modelNote.hidden = true;
+  changed();
+});
+form.addEventListener("submit", (event) => event.preventDefault());
+// A change typed less than SAVE_DELAY_MS before leaving the page is still saved.
+addEventListener("pagehide", () => {
+  if (unsaved) save({ keepalive: true });
+});
+
+// --- Presets --------------------------------------------------------------------------------
+
+function matchPreset() {
+  const text = systemBox.value;
+  const chosen = presets.get(presetSelect.value);
+  if (!chosen || chosen.text !== text) {
+    const same = [...presets.values()].find((p) => p.text === text && text.trim());
+    presetSelect.value = same ? String(same.id) : "";
+  }
+  presetDeleteButton.disabled = !presetSelect.value;
+}
+
+function presetOption(preset) {
+  const option = document.createElement("option");
+  option.value = String(preset.id);
+  option.textContent = preset.name;
+  return option;
+}
+
+presetSelect.addEventListener("change", () => {
+  const preset = presets.get(presetSelect.value);
+  presetDeleteButton.disabled = !preset;
+  if (!preset) return;
+  systemBox.value = preset.text;
+  changed();
+});
+
+presetSaveButton.addEventListener("click", () => {
+  if (!systemBox.value.trim()) {
+    setStatus("Write a system prompt first; a preset saves it.", { error: true });
+    systemBox.focus();
+    return;
+  }
+  presetName.value = presets.get(presetSelect.value)?.name || "";
+  presetDialog.returnValue = "";
+  presetDialog.showModal();
+});
+
+presetDialog.addEventListener("close", async () => {
+  if (presetDialog.returnValue !== "save") {
+    presetSaveButton.focus();
+    return;
+  }
+  const answer = await apiRequest("/api/presets/", {
+    method: "POST",
+    body: { name: presetName.value, text: systemBox.value },
+  });
+  if (!answer.ok) {
+    setStatus(answer.message, { error: true });
+    return;
+  }
+  const preset = answer.data;
+  presets.set(String(preset.id), preset);
+  presetSelect.querySelector(`option[value="${preset.id}"]`)?.remove();
+  // Kept in name order, as the server lists them.
+  const after = [...presetSelect.options].find(
+    (o) => o.value && o.textContent.localeCompare(preset.name) > 0,
+  );
+  presetSelect.insertBefore(presetOption(preset), after || null);
+  presetSelect.value = String(preset.id);
+  presetDeleteButton.disabled = false;
+  setStatus(`Saved the preset “${preset.name}”.`);
+  presetSaveButton.focus();
+});
+
+presetDeleteButton.addEventListener("click", async () => {
+  const preset = presets.get(presetSelect.value);
+  if (!preset) return;
+  const answer = await apiRequest(`/api/presets/${preset.id}/`, { method: "DELETE" });
+  if (!answer.ok && answer.status !== 404) {
+    setStatus(answer.message, { error: true });
+    return;
+  }
+  presets.delete(String(preset.id));
+  presetSelect.querySelector(`option[value="${preset.id}"]`)?.remove();
+  presetSelect.value = "";
+  presetDeleteButton.disabled = true;
+  // The text stays in the box, so a preset deleted by mistake can be saved again.
+  setStatus(`Deleted the preset “${preset.name}”; the system prompt is unchanged.`);
+  presetSelect.focus();
+});
+
+// --- The panel itself -------------------------------------------------------------------------
+
+panel.open = localStorage.getItem(OPEN_KEY) === "true";
+panel.addEventListener("toggle", () => localStorage.setItem(OPEN_KEY, String(panel.open)));
+
+show(pageData.settings || {});
