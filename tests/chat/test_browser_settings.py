@@ -88,8 +88,10 @@ def test_the_settings_go_with_the_first_prompt_and_stay_with_the_conversation(
     page.get_by_label("Temperature").fill("0.3")
     page.get_by_label("Seed").fill("")
     wait_until(
-        lambda: saved_settings(answer.conversation_id)
-        == {"model": default_model.name, "temperature": 0.3, "max_tokens": 5}
+        lambda: (
+            saved_settings(answer.conversation_id)
+            == {"model": default_model.name, "temperature": 0.3, "max_tokens": 5}
+        )
     )
     again = send(page, "And then?")
     assert again.options == {"model": default_model.name, "temperature": 0.3, "max_tokens": 5}
@@ -110,8 +112,9 @@ def test_json_mode_gives_an_answer_that_parses(
     assert answer.finish_reason == "stop", answer.content
     assert isinstance(json.loads(answer.content), dict)
     wait_until(
-        lambda: saved_settings(answer.conversation_id).get("response_format")
-        == {"type": "json_object"}
+        lambda: (
+            saved_settings(answer.conversation_id).get("response_format") == {"type": "json_object"}
+        )
     )
     page.reload()
     open_settings(page)
