@@ -1,9 +1,11 @@
 """Reading a GGUF file's header (architecture, context length, chat template, quantisation,
-parameter count) without loading its weights, through the `gguf` package of llama.cpp."""
+parameter count) without loading its weights, through the `gguf` package of llama.cpp; and the
+shape facts (layers, heads, context) from just the first bytes of a file still on the Hub."""
 
 from __future__ import annotations
 
 import functools
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -66,4 +68,87 @@ def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         "chat_template": _field(reader, "tokenizer.chat_template") or "",
         "quantization": quantization,
         "parameters": int(sum(int(t.n_elements) for t in reader.tensors)),
+    }
+
+
+# The scalar value types of GGUF's key-value section: (struct format, size).
+_SCALARS = {
+    0: ("<B", 1),
+    1: ("<b", 1),
+    2: ("<H", 2),
+    3: ("<h", 2),
+    4: ("<I", 4),
+    5: ("<i", 4),
+    6: ("<f", 4),
+    7: ("<?", 1),
+    10: ("<Q", 8),
+    11: ("<q", 8),
+    12: ("<d", 8),
+}
+_STRING, _ARRAY = 8, 9
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Cursor:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def take(self, size: int) -> bytes:
+        if self.at + size > len(self.data):
+            raise _Truncated
+        chunk = self.data[self.at : self.at + size]
+        self.at += size
+        return chunk
+
+    def unpack(self, fmt: str, size: int) -> Any:
+        return struct.unpack(fmt, self.take(size))[0]
+
+    def string(self) -> str:
+        return self.take(self.unpack("<Q", 8)).decode("utf-8", "replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.unpack(*_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item_kind, count = self.unpack("<I", 4), self.unpack("<Q", 8)
+            if item_kind in _SCALARS:  # skipped, not read: a vocabulary holds 100,000s of them
+                self.take(count * _SCALARS[item_kind][1])
+            else:
+                for _ in range(count):
+                    self.value(item_kind)
+            return None
+        raise NotGGUF(f"Unknown GGUF value type {kind}.")
+
+
+def gguf_read_header_prefix(data: bytes) -> dict[str, Any]:
+    """The shape facts of a model from the first bytes of its file (a Range request to the
+    Hub): architecture, context length, layers and heads, for the memory estimate of a file not
+    yet downloaded. Keys past the end of `data` are simply missing; the tokenizer's arrays come
+    after the model's own keys in files written by llama.cpp's converters."""
+    if data[:4] != GGUF_MAGIC:
+        raise NotGGUF("The file does not start with 'GGUF'.")
+    cursor = _Cursor(data)
+    cursor.take(8)  # magic, version
+    values: dict[str, Any] = {}
+    try:
+        cursor.take(8)  # tensor count
+        kv_count = cursor.unpack("<Q", 8)
+        for _ in range(kv_count):
+            key = cursor.string()
+            values[key] = cursor.value(cursor.unpack("<I", 4))
+    except _Truncated:
+        pass
+    arch = str(values.get("general.architecture") or "")
+    return {
+        "architecture": arch,
+        "context_length": int(values.get(f"{arch}.context_length") or 0),
+        "embedding_length": int(values.get(f"{arch}.embedding_length") or 0),
+        "block_count": int(values.get(f"{arch}.block_count") or 0),
+        "head_count": int(values.get(f"{arch}.attention.head_count") or 0),
+        "head_count_kv": int(values.get(f"{arch}.attention.head_count_kv") or 0),
     }

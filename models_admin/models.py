@@ -64,3 +64,79 @@ class LocalModel(models.Model):
             "default": self.is_default,
             "context_window": context_window,
         }
+
+
+class Download(models.Model):
+    """One file fetched from the Hub into the models dir, with its explicit state changes.
+
+    It is joined, not repeated, while it is queued or running; a cancelled, failed or
+    interrupted one leaves its partial file (`part_path`) for the next attempt to resume from."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (State.QUEUED, State.RUNNING)
+
+    repo_id = models.CharField(max_length=200)
+    filename = models.CharField(max_length=500)
+    revision = models.CharField(max_length=200, default="main")
+    # The commit the revision named when the download was asked for: every attempt fetches the
+    # same bytes, so a resumed file is never stitched from two versions.
+    commit = models.CharField(max_length=64, blank=True)
+    sha256 = models.CharField(max_length=64)  # what the Hub publishes for the file
+    total_bytes = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    resumed_from_bytes = models.BigIntegerField(default=0)  # on disk when the last attempt began
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    local_model = models.ForeignKey(
+        LocalModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="downloads"
+    )
+    job_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            # Asking twice for one file joins the running download: never two writers of one
+            # partial file.
+            models.UniqueConstraint(
+                fields=["repo_id", "filename"],
+                condition=models.Q(state__in=["queued", "running"]),
+                name="one_active_download_per_file",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}/{self.filename} ({self.state})"
+
+    @property
+    def file(self) -> str:
+        """Where the file lands, relative to the models dir: the repo's own layout."""
+        return f"{self.repo_id}/{self.filename}"
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.MODELS_DIR) / self.file
+
+    @property
+    def part_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".incomplete")
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE
+
+    @property
+    def percent(self) -> float:
+        return round(100 * self.bytes_done / self.total_bytes, 1) if self.total_bytes else 0.0

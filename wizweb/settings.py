@@ -207,6 +207,9 @@ WIZ_MAX_PENDING_PER_USER: int = _env_value("WIZ_MAX_PENDING_PER_USER", env.int, 
 WIZ_WORKER_MEMORY_MB: int = _env_value(
     "WIZ_WORKER_MEMORY_MB", env.int, int(psutil.virtual_memory().total * 0.6) >> 20
 )
+# What a download must leave free on the models disk, in MiB: a disk filled to the last byte
+# breaks the database and the logs too.
+WIZ_DISK_RESERVE_MB: int = _env_value("WIZ_DISK_RESERVE_MB", env.int, 512)
 WIZ_MAX_PROMPT_CHARS: int = _env_value("WIZ_MAX_PROMPT_CHARS", env.int, 32_000)
 WIZ_MAX_CONTEXT: int = _env_value("WIZ_MAX_CONTEXT", env.int, 8192)
 WIZ_DEFAULT_MAX_TOKENS: int = _env_value("WIZ_DEFAULT_MAX_TOKENS", env.int, 512)

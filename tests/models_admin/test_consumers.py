@@ -6,10 +6,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from models_admin.models import Download
+from models_admin.services import download_start
 from tests.conftest import session_cookie
+from tests.models_admin.conftest import TINY_FILE, TINY_REPO
 from wizweb.asgi import application
 
 pytestmark = [
@@ -33,10 +37,45 @@ async def models_socket(user: Any) -> WebsocketCommunicator:
 
 async def test_it_refuses_a_user_who_is_not_staff(owner: Any) -> None:
     socket = await models_socket(owner)
-    connected, _ = await socket.connect()
+    connected, code = await socket.connect()
     if connected:
-        assert (await socket.receive_output(timeout=5))["type"] == "websocket.close"
+        closed = await socket.receive_output(timeout=5)
+        assert closed["type"] == "websocket.close"
+        code = closed["code"]
+    assert code == 4403
     await socket.disconnect()
+
+
+async def test_a_cancel_frame_cancels_a_queued_download_and_tells_every_page(
+    staff: Any, hub: Any, clean_downloads: None
+) -> None:
+    download, _ = await database_sync_to_async(download_start)(
+        repo_id=TINY_REPO, filename=TINY_FILE, user=staff
+    )
+    canceller, watcher = await models_socket(staff), await models_socket(staff)
+    assert (await canceller.connect())[0] and (await watcher.connect())[0]
+    await canceller.send_json_to({"type": "cancel", "download": download.pk})
+    for socket in (canceller, watcher):
+        frame = await next_download_frame(socket)
+        assert frame == {"type": "download.cancelled", "download": download.pk, "bytes": 0}
+    assert (await Download.objects.aget(pk=download.pk)).state == "cancelled"
+
+    await canceller.send_json_to({"type": "cancel", "download": download.pk})
+    refused = await next_download_frame(canceller)
+    assert refused["type"] == "error" and refused["code"] == "cancel_refused"
+    assert "is not running (cancelled)" in refused["message"]
+    await canceller.send_json_to({"type": "cancel", "download": "x"})
+    assert "the id of a download" in (await next_download_frame(canceller))["message"]
+    await canceller.disconnect()
+    await watcher.disconnect()
+
+
+async def next_download_frame(socket: WebsocketCommunicator) -> dict[str, Any]:
+    """The next frame that is not a worker's status."""
+    while True:
+        frame: dict[str, Any] = await socket.receive_json_from(timeout=5)
+        if frame["type"] != "worker.status":
+            return frame
 
 
 async def test_it_streams_worker_status_to_staff(staff: Any, inference_worker: Any) -> None:

@@ -156,7 +156,16 @@ class Command(BaseCommand):
             )
         sections.append(
             _program(
-                "downloads", [python, manage, "rqworker", settings.DOWNLOAD_QUEUE], priority=20
+                "downloads",
+                [
+                    python,
+                    manage,
+                    "rqworker",
+                    settings.DOWNLOAD_QUEUE,
+                    "--worker-class",
+                    "models_admin.download_worker.DownloadWorker",
+                ],
+                priority=20,
             )
         )
         config = run_dir / "supervisord.conf"

@@ -1,0 +1,89 @@
+"""The download events of `/ws/models/` (docs/protocol.md): their shapes, and the one helper that
+sends them from a download's process to the model-admin pages."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from models_admin.models import Download
+from models_admin.transfer import ProgressReport
+from models_admin.workers import MODELS_GROUP
+from wizweb.channels_sender import ChannelSender
+
+
+class ProgressFrame(TypedDict):
+    type: Literal["download.progress"]
+    download: int
+    bytes: int
+    total: int
+    bytes_per_s: float
+    percent: float
+    eta_s: float | None
+
+
+class DoneFrame(TypedDict):
+    type: Literal["download.done"]
+    download: int
+    model: int
+    name: str
+
+
+class FailedFrame(TypedDict):
+    type: Literal["download.failed"]
+    download: int
+    error: str
+
+
+class CancelledFrame(TypedDict):
+    type: Literal["download.cancelled"]
+    download: int
+    bytes: int
+
+
+def progress_frame(download: Download, report: ProgressReport) -> ProgressFrame:
+    return {
+        "type": "download.progress",
+        "download": download.pk,
+        "bytes": report.bytes,
+        "total": report.total,
+        "bytes_per_s": report.bytes_per_s,
+        "percent": report.percent,
+        "eta_s": report.eta_s,
+    }
+
+
+def done_frame(download: Download) -> DoneFrame:
+    assert download.local_model is not None
+    return {
+        "type": "download.done",
+        "download": download.pk,
+        "model": download.local_model.pk,
+        "name": download.local_model.name,
+    }
+
+
+def failed_frame(download: Download) -> FailedFrame:
+    return {"type": "download.failed", "download": download.pk, "error": download.error}
+
+
+def cancelled_frame(download: Download) -> CancelledFrame:
+    return {"type": "download.cancelled", "download": download.pk, "bytes": download.bytes_done}
+
+
+def models_group_message(frame: Any) -> dict[str, Any]:
+    """The channel-layer message that ModelsConsumer.models_event turns into the frame."""
+    return {"type": "models.event", "event": dict(frame)}
+
+
+class DownloadEvents:
+    """Sends one download's events to the model-admin pages through a ChannelSender (from a
+    worker's horse or the command line; the web process sends through its own loop)."""
+
+    def __init__(self, sender: ChannelSender) -> None:
+        self.sender = sender
+
+    def send(self, frame: Any) -> None:
+        self.sender.send(MODELS_GROUP, models_group_message(frame))
+
+    def flush(self) -> None:
+        self.sender.flush()
