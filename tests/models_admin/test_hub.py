@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import override_settings
 
 from models_admin.fit import file_fit
@@ -23,7 +22,13 @@ from models_admin.hub import (
 from models_admin.loading import model_memory_estimate
 from models_admin.workers import worker_states
 from tests.hub_server import FakeHub, sha256_of
-from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
+from tests.models_admin.conftest import (
+    SMOL_FILE,
+    SMOL_REPO,
+    TINY_FILE,
+    TINY_REPO,
+    default_model_size,
+)
 from wizweb.default_model import DEFAULT_MODEL_SHA256
 from wizweb.redis_server import redis_connection
 
@@ -47,7 +52,7 @@ def test_it_lists_a_repos_gguf_files_with_sizes_sha256_and_quantisation(
     assert [f.path for f in repo.files] == [SMOL_FILE]
     smol = repo.files[0]
     assert smol.sha256 == DEFAULT_MODEL_SHA256
-    assert smol.size == (Path(settings.MODELS_DIR) / "SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size
+    assert smol.size == default_model_size()
     assert smol.quantization == "Q4_1"
     tiny = hub_repo(repo_id=TINY_REPO).files
     assert [f.path for f in tiny] == [TINY_FILE]  # README.md is not a model
