@@ -100,3 +100,34 @@ def test_it_gives_the_page_models_with_their_context_window_settings_and_presets
     ]
     assert data["settings"] == {"temperature": 0.2}
     assert [p["name"] for p in data["presets"]] == ["Terse"]
+
+
+def test_an_outsiders_404_page_says_not_found_and_shows_nothing_of_the_conversation(
+    owner: Any, outsider: Any
+) -> None:
+    conversation = Conversation.objects.create(owner=owner, title="alice's secret plans")
+    Message.objects.create(conversation=conversation, role="user", content="the hidden words")
+    response = logged_in(outsider).get(f"/c/{conversation.id}/")
+    body = response.content.decode()
+    assert response.status_code == 404
+    assert "<h1>Not found</h1>" in body
+    assert "secret plans" not in body and "hidden words" not in body
+    assert 'href="/"' in body
+
+
+def test_the_sidebar_gets_one_page_and_knows_whether_there_is_more(owner: Any) -> None:
+    from chat.selectors import SIDEBAR_PAGE
+
+    for i in range(SIDEBAR_PAGE):
+        Conversation.objects.create(owner=owner, title=f"c{i}")
+    client = logged_in(owner)
+    response = client.get("/")
+    assert len(response.context["conversations"]) == SIDEBAR_PAGE
+    assert response.context["conversations_more"] is False
+    assert 'id="load-more" class="load-more" hidden' in response.content.decode()
+    Conversation.objects.create(owner=owner, title="one more")
+    response = client.get("/")
+    assert len(response.context["conversations"]) == SIDEBAR_PAGE
+    assert response.context["conversations"][0].title == "one more"
+    assert response.context["conversations_more"] is True
+    assert 'data-more="true"' in response.content.decode()

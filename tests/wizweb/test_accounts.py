@@ -63,3 +63,28 @@ def test_a_disabled_user_cannot_log_in(owner: Any) -> None:
     response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
     assert response.status_code == 200  # the form again, with its error
     assert client.get("/").status_code == 302
+
+
+def test_a_disabled_users_open_session_reaches_no_page_and_no_api(owner: Any) -> None:
+    client = Client()
+    client.force_login(owner)
+    assert client.get("/").status_code == 200
+    owner.is_active = False
+    owner.save()
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert client.get("/api/conversations/").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel_layer_closed")
+async def test_a_disabled_user_cannot_open_the_socket(owner: Any) -> None:
+    from tests.chat.socket_client import connect
+
+    socket = await connect(owner)  # the session is made while the account is active
+    owner.is_active = False
+    await owner.asave()
+    connected, code = await socket.connect()
+    assert (connected, code) == (False, 4401)  # closed before the handshake completes
+    await socket.disconnect()
