@@ -12,7 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
-from models_admin.hub import HubFile
+from models_admin.gguf_metadata import NotGGUF, gguf_read_header_prefix
+from models_admin.hub import HubError, HubFile, HubRepo, hub_file_prefix
 from models_admin.loading import LoadOptions, model_memory_estimate
 from models_admin.models import LocalModel
 from models_admin.workers import WorkerState
@@ -58,7 +59,8 @@ class FileFit:
     n_ctx: int
     kv_known: bool  # False: the header could not be read, so the estimate is weights only
     workers: list[WorkerFit] = field(default_factory=list)
-    local_file: str = ""  # the path under the models dir it would be saved to
+    partial_bytes: int = 0  # already on disk from an earlier attempt
+    on_disk: bool = False  # the complete file is here already
 
     @property
     def fits_disk(self) -> bool:
@@ -87,6 +89,7 @@ def file_fit(
     return FileFit(
         file=hub_file,
         disk_need_bytes=max(hub_file.size - partial_bytes, 0),
+        partial_bytes=partial_bytes,
         disk_room_bytes=disk_room_bytes() if room is None else room,
         memory_bytes=need,
         n_ctx=n_ctx,
@@ -98,3 +101,37 @@ def file_fit(
             for w in workers
         ],
     )
+
+
+def repo_shape(repo: HubRepo) -> dict[str, Any]:
+    """The shape facts of a repo's model, from the header of its smallest GGUF file; {} when
+    it cannot be read (the estimates are then the weights alone)."""
+    if not repo.files:
+        return {}
+    smallest = min(repo.files, key=lambda f: f.size)
+    try:
+        prefix = hub_file_prefix(repo_id=repo.repo_id, filename=smallest.path, commit=repo.commit)
+        return gguf_read_header_prefix(prefix)
+    except (HubError, NotGGUF):
+        return {}
+
+
+def repo_fits(*, repo: HubRepo, workers: list[WorkerState]) -> list[FileFit]:
+    """The numbers for every GGUF file of a repo, counting what is already on disk."""
+    header = repo_shape(repo)
+    room = disk_room_bytes()
+    models_dir = Path(settings.MODELS_DIR)
+    fits = []
+    for hub_file in repo.files:
+        local = models_dir / repo.repo_id / hub_file.path
+        part = local.with_name(local.name + ".incomplete")
+        fit = file_fit(
+            hub_file=hub_file,
+            header=header,
+            workers=workers,
+            partial_bytes=part.stat().st_size if part.exists() else 0,
+            room=room,
+        )
+        fit.on_disk = local.exists()
+        fits.append(fit)
+    return fits
