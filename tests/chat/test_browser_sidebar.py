@@ -87,6 +87,17 @@ def test_it_renames_a_conversation_and_the_title_survives_a_reload(
     page.reload()
     assert sidebar_titles(page) == ["Plans for the garden"]
 
+    # Another page open on the same account hears of a rename through its socket.
+    other = page.context.new_page()
+    other.goto(f"{web_server}/c/{conversation.pk}/")
+    expect(other.locator("body[data-connected=true]")).to_be_attached()
+    open_menu(page, "Plans for the garden")
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_label("New title for Plans for the garden").fill("Balcony garden")
+    page.keyboard.press("Enter")
+    expect(other.locator("#conversation-list li.current a.title")).to_have_text("Balcony garden")
+    expect(other).to_have_title("Balcony garden · Wiz Web")
+
 
 def test_it_deletes_a_conversation_only_after_confirming(
     page: Page, web_server: str, owner: Any
@@ -291,6 +302,20 @@ def test_it_loads_a_long_history_in_pages_as_the_list_is_scrolled(
     assert last_page["results"][-1]["title"] == f"Conversation {MANY - 1}"
     assert last_page["next"] is None
 
+    # A search is paged the same way: "Conversation 1" is in 1,111 titles.
+    page.get_by_label("Search conversations").fill("Conversation 1")
+    found = page.locator("#search-results li[data-conversation]")
+    expect(page.locator("#search-status")).to_have_text(
+        "1111 conversations match “Conversation 1”."
+    )
+    expect(found).to_have_count(SIDEBAR_PAGE)
+    page.locator("#sidebar-scroll").evaluate("list => list.scrollTo(0, list.scrollHeight)")
+    expect(found).to_have_count(2 * SIDEBAR_PAGE)
+    assert all(t.startswith("Conversation 1") for t in sidebar_titles(page, "search-results"))
+    page.get_by_label("Search conversations").fill("")
+    expect(entries.first).to_be_visible()
+    assert len(sidebar_titles(page)) >= 4 * SIDEBAR_PAGE  # the loaded history is kept
+
     print(
         f"\nsidebar with {MANY} conversations: page load {loaded_in * 1000:.0f} ms in chromium "
         f"(server's first byte {navigation['ttfb']:.0f} ms, DOMContentLoaded "
@@ -323,3 +348,50 @@ def test_on_a_phone_the_list_folds_behind_a_conversations_button(
     page.screenshot(path=str(ARTIFACTS / "sidebar-phone-open.png"))
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the page scrolls sideways on a phone"
+
+
+def test_each_entry_is_worked_from_the_keyboard(page: Page, web_server: str, owner: Any) -> None:
+    conversation_with(owner, "Older", "one", minutes_ago=5)
+    conversation_with(owner, "Newer", "two", minutes_ago=1)
+    log_in(page, web_server)
+    search = page.get_by_label("Search conversations")
+    search.focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Newer")).to_be_focused()
+    page.keyboard.press("Tab")
+    menu_button = page.get_by_role("button", name="Actions for Newer")
+    expect(menu_button).to_be_focused()
+    expect(menu_button).to_have_attribute("aria-expanded", "false")
+
+    page.keyboard.press("Enter")
+    expect(menu_button).to_have_attribute("aria-expanded", "true")
+    expect(page.get_by_role("button", name="Rename")).to_be_focused()
+    reached = []
+    for _ in range(3):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.textContent"))
+    assert reached == ["Delete", "Export Markdown", "Export JSON"]
+    page.keyboard.press("Escape")
+    expect(menu_button).to_be_focused()
+    expect(menu_button).to_have_attribute("aria-expanded", "false")
+    expect(page.get_by_role("button", name="Rename")).to_be_hidden()
+
+    # Delete from the keyboard: the dialog takes the focus on Cancel, Escape closes it.
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Delete conversation")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(menu_button).to_be_focused()
+    assert sidebar_titles(page) == ["Newer", "Older"]
+
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Older")).to_be_focused()
+    search.focus()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("button", name="Import…")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("link", name="+ New chat")).to_be_focused()
