@@ -155,9 +155,28 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+# An export is one JSON document, often larger than the 2.5 MB Django allows a request body
+# (DATA_UPLOAD_MAX_MEMORY_SIZE, which is meant for forms), so an import reads its own.
+MAX_IMPORT_BYTES = 32 * 1024 * 1024
+
+
 def _conversation_import(request: HttpRequest, user: User) -> HttpResponse:
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > MAX_IMPORT_BYTES:
+        return _api_error(
+            413,
+            f"The file is {length / 2**20:.1f} MB; an import can be at most "
+            f"{MAX_IMPORT_BYTES // 2**20} MB.",
+            "import_too_large",
+        )
     try:
-        conversation = services.conversation_import(user=user, data=_json_body(request))
+        data = json.loads(request.read(MAX_IMPORT_BYTES) or b"{}")
+    except ValueError:
+        data = None
+    try:
+        conversation = services.conversation_import(
+            user=user, data=data if isinstance(data, dict) else {}
+        )
     except services.ChatError as exc:
         return _api_error(400, str(exc), exc.code)
     return JsonResponse(conversation_export(conversation), status=201)

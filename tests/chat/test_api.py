@@ -177,6 +177,28 @@ def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: 
     assert bad.json()["error"]["code"] == "invalid_import"
 
 
+def test_it_imports_an_export_larger_than_djangos_limit_for_forms(owner: Any) -> None:
+    from django.conf import settings
+
+    text = "x" * 100_000
+    export = {
+        "title": "Long",
+        "messages": [{"role": "user", "content": text} for _ in range(30)],
+    }
+    body = json.dumps(export)
+    assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    client = Client()
+    client.force_login(owner)
+    client.get("/")
+    token = client.cookies["csrftoken"].value
+    response = client.post(
+        "/api/conversations/", body, content_type="application/json", HTTP_X_CSRFTOKEN=token
+    )
+    assert response.status_code == 201
+    copy = Conversation.objects.get(pk=response.json()["id"])
+    assert copy.messages.count() == 30 and copy.messages.first().content == text
+
+
 def test_it_saves_conversation_settings_checked_as_options(owner: Any, conversation: Any) -> None:
     client = Client()
     url = f"/api/conversations/{conversation.id}/"
