@@ -9,7 +9,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from models_admin.download_events import cancelled_frame, models_group_message
+from models_admin.download_events import (
+    cancelled_frame,
+    download_state_frames,
+    models_group_message,
+)
 from models_admin.models import Download
 from models_admin.services import DownloadRefused, download_cancel
 from models_admin.workers import MODELS_GROUP, worker_states
@@ -37,6 +41,8 @@ class ModelsConsumer(AsyncWebsocketConsumer):
         await self.accept()
         for state in await database_sync_to_async(worker_states)(redis_connection()):
             await self.send_frame(state.as_frame())
+        for frame in await database_sync_to_async(download_state_frames)():
+            await self.send_frame(frame)
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(MODELS_GROUP, self.channel_name)

@@ -70,6 +70,29 @@ def cancelled_frame(download: Download) -> CancelledFrame:
     return {"type": "download.cancelled", "download": download.pk, "bytes": download.bytes_done}
 
 
+def download_state_frames(*, limit: int = 20) -> list[Any]:
+    """The state of the most recent downloads as frames, for a page that has just connected:
+    whatever happened between its render and its socket is told again."""
+    frames: list[Any] = []
+    for download in Download.objects.select_related("local_model")[:limit]:
+        if download.is_active:
+            report = ProgressReport(
+                bytes=download.bytes_done,
+                total=download.total_bytes,
+                bytes_per_s=0.0,
+                percent=download.percent,
+                eta_s=None,
+            )
+            frames.append(progress_frame(download, report))
+        elif download.state == Download.State.DONE and download.local_model is not None:
+            frames.append(done_frame(download))
+        elif download.state == Download.State.FAILED:
+            frames.append(failed_frame(download))
+        elif download.state == Download.State.CANCELLED:
+            frames.append(cancelled_frame(download))
+    return frames
+
+
 def models_group_message(frame: Any) -> dict[str, Any]:
     """The channel-layer message that ModelsConsumer.models_event turns into the frame."""
     return {"type": "models.event", "event": dict(frame)}

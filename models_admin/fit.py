@@ -61,6 +61,7 @@ class FileFit:
     workers: list[WorkerFit] = field(default_factory=list)
     partial_bytes: int = 0  # already on disk from an earlier attempt
     on_disk: bool = False  # the complete file is here already
+    downloading: bool = False  # a download of it is queued or running
 
     @property
     def fits_disk(self) -> bool:

@@ -7,4 +7,11 @@ from models_admin import views
 urlpatterns = [
     path("models/", views.models_page, name="models-admin"),
     path("models/<int:model_id>/", views.model_action, name="model-action"),
+    path("models/downloads/", views.download_create, name="download-create"),
+    path(
+        "models/downloads/<int:download_id>/cancel/",
+        views.download_cancel_view,
+        name="download-cancel",
+    ),
+    path("models/scan/", views.models_scan, name="models-scan"),
 ]

@@ -1,19 +1,33 @@
-"""The model-admin page, `/models/` (staff only)."""
+"""The model-admin page, `/models/` (staff only): the models on disk, the workers, the Hub
+(search, a repo's files with whether they fit), and the downloads."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from models_admin.fit import FileFit, disk_room_bytes, repo_fits
+from models_admin.hub import HubError, HubModel, HubRepo, hub_repo, hub_search
 from models_admin.loading import LoadOptions
-from models_admin.models import LocalModel
-from models_admin.services import ModelInUse, localmodel_delete, localmodel_set_default
+from models_admin.models import Download, LocalModel
+from models_admin.services import (
+    DownloadRefused,
+    ModelInUse,
+    download_cancel,
+    download_start,
+    localmodel_delete,
+    localmodel_scan,
+    localmodel_set_default,
+)
 from models_admin.worker_control import (
     LOAD_OPTION_LIMITS,
     WorkerControlError,
@@ -34,6 +48,9 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
+RECENT_DOWNLOADS = 20
+
+
 @require_GET
 @staff_only
 def models_page(request: HttpRequest) -> HttpResponse:
@@ -42,11 +59,128 @@ def models_page(request: HttpRequest) -> HttpResponse:
     for model in LocalModel.objects.all():
         holders = [w.name for w in workers if model.name in w.models]
         rows.append({"model": model, "holders": holders, "load": LoadOptions.for_model(model)})
+    query = request.GET.get("q", "").strip()
+    repo_id = request.GET.get("repo", "").strip()
+    revision = request.GET.get("revision", "").strip() or "main"
+    found: list[HubModel] = []
+    repo: HubRepo | None = None
+    fits: list[FileFit] = []
+    hub_error = ""
+    try:
+        if query:
+            found = hub_search(query=query)
+        if repo_id:
+            repo = hub_repo(repo_id=repo_id, revision=revision)
+            fits = repo_fits(repo=repo, workers=workers)
+            active = set(
+                Download.objects.filter(
+                    repo_id=repo.repo_id, state__in=Download.ACTIVE
+                ).values_list("filename", flat=True)
+            )
+            for fit in fits:
+                fit.downloading = fit.file.path in active
+    except HubError as exc:
+        hub_error = str(exc)
     return render(
         request,
         "models_admin/models.html",
-        {"rows": rows, "workers": workers, "load_limits": LOAD_OPTION_LIMITS},
+        {
+            "rows": rows,
+            "workers": workers,
+            "load_limits": LOAD_OPTION_LIMITS,
+            "query": query,
+            "found": found,
+            "repo_id": repo_id,
+            "revision": revision,
+            "repo": repo,
+            "fits": fits,
+            "hub_error": hub_error,
+            "disk_room_bytes": max(disk_room_bytes(), 0),
+            "downloads": _download_rows(),
+            "active_files": set(
+                Download.objects.filter(state__in=Download.ACTIVE).values_list(
+                    "filename", flat=True
+                )
+            ),
+        },
     )
+
+
+def _download_rows() -> list[dict[str, Any]]:
+    """The recent downloads, newest first; one that a later download of the same file has
+    replaced offers no Resume."""
+    rows, seen = [], set()
+    for download in Download.objects.select_related("requested_by", "local_model")[
+        :RECENT_DOWNLOADS
+    ]:
+        rows.append({"d": download, "superseded": download.file in seen})
+        seen.add(download.file)
+    return rows
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    """Back to the page as it was (its search and open repo), at the downloads."""
+    repo_id = request.POST.get("back_repo", "")
+    query = request.POST.get("back_q", "")
+    params = "&".join(
+        f"{key}={quote(value)}" for key, value in (("q", query), ("repo", repo_id)) if value
+    )
+    return redirect(reverse("models-admin") + (f"?{params}" if params else "") + "#downloads")
+
+
+@require_POST
+@staff_only
+def download_create(request: HttpRequest) -> HttpResponse:
+    repo_id = request.POST.get("repo_id", "")
+    filename = request.POST.get("filename", "")
+    try:
+        download, created = download_start(
+            repo_id=repo_id,
+            filename=filename,
+            revision=request.POST.get("revision", "") or "main",
+            user=request.user,
+        )
+    except DownloadRefused as exc:
+        messages.error(request, str(exc))
+        return _back(request)
+    if created and download.resumed_from_bytes:
+        messages.success(
+            request, f"Resuming {filename} from {filesizeformat(download.resumed_from_bytes)}…"
+        )
+    elif created:
+        messages.success(request, f"Downloading {filename}…")
+    else:
+        messages.info(request, f"{filename} is already being downloaded; showing that download.")
+    return _back(request)
+
+
+@require_POST
+@staff_only
+def download_cancel_view(request: HttpRequest, download_id: int) -> HttpResponse:
+    """The form behind the Cancel button, for a page without its socket; the page itself
+    sends the socket's `cancel` frame."""
+    download = get_object_or_404(Download, pk=download_id)
+    try:
+        download_cancel(download=download)
+        messages.success(request, f"Cancelling the download of {download.filename}…")
+    except DownloadRefused as exc:
+        messages.error(request, str(exc))
+    return _back(request)
+
+
+@require_POST
+@staff_only
+def models_scan(request: HttpRequest) -> HttpResponse:
+    report = localmodel_scan()
+    for model in report.added:
+        messages.success(request, f"Found {model.file}; registered as {model.name}.")
+    for model in report.missing:
+        messages.error(request, f"The file of {model.name} ({model.file}) is missing.")
+    for file, why in report.unreadable:
+        messages.error(request, f"Skipped {file}: {why}")
+    if not (report.added or report.missing or report.unreadable):
+        messages.info(request, "Nothing new in the models dir.")
+    return redirect("models-admin")
 
 
 def _int_options(request: HttpRequest) -> dict[str, int]:

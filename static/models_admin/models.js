@@ -1,7 +1,10 @@
-// The model-admin page: live worker rows from /ws/models/ (worker.status events), and a
+// The model-admin page: live worker rows and download progress from /ws/models/
+// (worker.status and download.* events), Cancel through the socket's `cancel` frame, and a
 // confirmation before a model is deleted. Text only ever goes in with textContent.
 
 const workersTable = document.querySelector("#workers tbody");
+const downloadsTable = document.querySelector("#downloads-table tbody");
+let socket = null;
 
 function size(bytes) {
   const units = ["B", "KB", "MB", "GB", "TB"];
@@ -59,19 +62,110 @@ function tickHeartbeats() {
   }
 }
 
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole} s`;
+  const minutes = Math.floor(whole / 60);
+  if (minutes < 60) return `${minutes} min ${whole % 60} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+function flash(text, kind) {
+  const line = document.createElement("p");
+  line.className = `flash ${kind}`;
+  line.setAttribute("role", "status");
+  line.textContent = text;
+  document.querySelector("#flashes").append(line);
+}
+
+function downloadRow(id) {
+  let row = downloadsTable.querySelector(`tr[data-download="${CSS.escape(String(id))}"]`);
+  if (!row) {
+    // Started elsewhere (another tab, the command line): a bare row until the page reloads.
+    downloadsTable.querySelector("tr.empty")?.remove();
+    row = document.createElement("tr");
+    row.dataset.download = String(id);
+    const name = document.createElement("td");
+    name.textContent = `download ${id}`;
+    const state = document.createElement("td");
+    state.dataset.field = "state";
+    const cell = document.createElement("td");
+    cell.className = "progress-cell";
+    const bar = document.createElement("progress");
+    const text = document.createElement("span");
+    text.dataset.field = "progress";
+    const note = document.createElement("div");
+    note.dataset.field = "note";
+    note.className = "note";
+    cell.append(bar, text, note);
+    row.append(name, state, cell, document.createElement("td"), document.createElement("td"),
+      document.createElement("td"));
+    downloadsTable.prepend(row);
+  }
+  return row;
+}
+
+function setState(row, state) {
+  row.dataset.state = state;
+  row.querySelector('[data-field="state"]').textContent = state;
+}
+
+function showDownload(event) {
+  const row = downloadRow(event.download);
+  const note = row.querySelector('[data-field="note"]');
+  const bar = row.querySelector("progress");
+  if (event.type === "download.progress") {
+    // On connect the server tells the state of recent downloads: a queued one stays queued.
+    if (row.dataset.state !== "queued" || event.bytes_per_s > 0) setState(row, "running");
+    bar.max = event.total;
+    bar.value = event.bytes;
+    const parts = [`${size(event.bytes)} of ${size(event.total)}`, `${event.percent} %`];
+    if (event.bytes_per_s > 0) parts.push(`${size(event.bytes_per_s)}/s`);
+    if (event.eta_s !== null && event.bytes < event.total) parts.push(`${duration(event.eta_s)} left`);
+    row.querySelector('[data-field="progress"]').textContent = parts.join(" · ");
+    note.textContent = "";
+  } else if (event.type === "download.done") {
+    const news = row.dataset.state !== "done";
+    setState(row, "done");
+    bar.value = bar.max;
+    note.textContent = `Ready as the model ${event.name}.`;
+    if (news) flash(`${event.name} is ready; reload the page to see it among the models.`, "success");
+  } else if (event.type === "download.failed") {
+    setState(row, "failed");
+    note.textContent = event.error;
+  } else if (event.type === "download.cancelled") {
+    setState(row, "cancelled");
+    note.textContent = `Cancelled; ${size(event.bytes)} kept on disk for a resume.`;
+  }
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/models/`);
+  socket = new WebSocket(`${scheme}://${location.host}/ws/models/`);
   socket.addEventListener("open", () => {
     document.body.dataset.connected = "true";
   });
   socket.addEventListener("message", (message) => {
     const event = JSON.parse(message.data);
     if (event.type === "worker.status") showWorker(event);
+    else if (event.type.startsWith("download.")) showDownload(event);
+    else if (event.type === "error") flash(event.message, "error");
   });
   socket.addEventListener("close", () => {
     document.body.dataset.connected = "false";
+    socket = null;
     setTimeout(connect, 2000);
+  });
+}
+
+// Cancel through the socket when it is open (the page stays as it is); otherwise the form posts.
+for (const form of document.querySelectorAll(".cancel-form")) {
+  form.addEventListener("submit", (event) => {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    event.preventDefault();
+    socket.send(JSON.stringify({ type: "cancel", download: Number(form.dataset.download) }));
+    form.querySelector("button").disabled = true;
   });
 }
 

@@ -54,6 +54,10 @@ async def test_a_cancel_frame_cancels_a_queued_download_and_tells_every_page(
     )
     canceller, watcher = await models_socket(staff), await models_socket(staff)
     assert (await canceller.connect())[0] and (await watcher.connect())[0]
+    for socket in (canceller, watcher):  # on connect: the state of recent downloads
+        snapshot = await next_download_frame(socket)
+        assert snapshot["type"] == "download.progress" and snapshot["download"] == download.pk
+        assert (snapshot["bytes"], snapshot["bytes_per_s"], snapshot["eta_s"]) == (0, 0.0, None)
     await canceller.send_json_to({"type": "cancel", "download": download.pk})
     for socket in (canceller, watcher):
         frame = await next_download_frame(socket)

@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 from models_admin.fit import gib
 from models_admin.loading import model_memory_estimate
 from models_admin.models import Download, LocalModel
+from models_admin.services import localmodel_scan
 from tests.hub_server import FakeHub
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.processes import MANAGE, ROOT, child_env, wait_for
@@ -112,6 +113,7 @@ def test_rm_deletes_a_model_by_name_or_id(hub: FakeHub, second_model: Any) -> No
 
 
 def test_scan_registers_files_put_there_by_hand(default_model: Any, tiny_gguf: Path) -> None:
+    localmodel_scan()  # what other tests left in the shared models dir
     folder = Path(settings.MODELS_DIR) / "wiz-test"
     folder.mkdir(exist_ok=True)
     shutil.copyfile(tiny_gguf, folder / "by-hand.gguf")

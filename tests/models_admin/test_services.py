@@ -17,6 +17,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def scan_dir() -> Any:
+    """A folder for files put there by hand; whatever other tests left in the shared models dir
+    is registered first, so a scan finds only what the test puts there."""
+    localmodel_scan()
     folder = Path(settings.MODELS_DIR) / "by-hand"
     folder.mkdir()
     yield folder

@@ -1,14 +1,22 @@
-"""The model-admin page: staff only; models and workers shown; default, delete, load."""
+"""The model-admin page: staff only; models and workers shown; default, delete, load; the Hub
+search, a repo's files with fit numbers, downloads started, joined and cancelled; scan."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.test import Client
 
-from models_admin.models import LocalModel
+from models_admin.loading import model_memory_estimate
+from models_admin.models import Download, LocalModel
+from models_admin.services import localmodel_scan
 from tests.conftest import start_worker
+from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.models_admin.test_worker_control import state_of
 from tests.processes import wait_for
 
@@ -78,3 +86,76 @@ def test_it_refuses_to_delete_a_loaded_model_and_loads_on_a_worker(
         assert "n_batch must be" in bad.content.decode()
     finally:
         worker.stop()
+
+
+def test_the_hub_and_download_actions_are_for_staff_only(
+    owner: Any, hub: Any, clean_downloads: None
+) -> None:
+    client = logged_in(owner)
+    assert client.get(f"/models/?q=wiz&repo={SMOL_REPO}").status_code == 403
+    started = client.post("/models/downloads/", {"repo_id": TINY_REPO, "filename": TINY_FILE})
+    assert started.status_code == 403
+    assert client.post("/models/downloads/1/cancel/").status_code == 403
+    assert client.post("/models/scan/").status_code == 403
+    assert not Download.objects.exists()
+    assert hub.requests == []
+
+
+def test_it_searches_the_hub_and_shows_a_repos_files_with_fit_numbers(
+    staff: Any, default_model: Any, hub: Any
+) -> None:
+    body = logged_in(staff).get(f"/models/?q=wiz-test&repo={SMOL_REPO}").content.decode()
+    assert SMOL_REPO in body and TINY_REPO in body and "gated: needs HF_TOKEN" in body
+    row = body[body.index(f'<tr data-file="{SMOL_FILE}">') :]
+    row = row[: row.index("</tr>")]
+    need = filesizeformat(model_memory_estimate(default_model, 8192))
+    assert "Q4_1" in row and "93.8\xa0MB" in row
+    assert f"{need} at 8192 tokens" in row
+    assert "free" in row and ">Download</button>" in row
+
+
+def test_it_says_why_the_hub_cannot_answer(staff: Any, hub: Any) -> None:
+    body = logged_in(staff).get("/models/?repo=wiz-test/Nope").content.decode()
+    assert "There is no repo wiz-test/Nope on the Hub" in body
+
+
+def test_a_download_starts_from_the_page_and_asking_again_joins_it(
+    staff: Any, hub: Any, clean_downloads: None
+) -> None:
+    client = logged_in(staff)
+    form = {"repo_id": TINY_REPO, "filename": TINY_FILE, "back_repo": TINY_REPO}
+    first = client.post("/models/downloads/", form, follow=True)
+    assert first.redirect_chain[-1][0] == f"/models/?repo={TINY_REPO}#downloads"
+    assert f"Downloading {TINY_FILE}…" in first.content.decode()
+    download = Download.objects.get()
+    assert download.requested_by == staff
+    assert f'<tr data-download="{download.pk}" data-state="queued">' in first.content.decode()
+    again = client.post("/models/downloads/", form, follow=True)
+    assert "is already being downloaded; showing that download." in again.content.decode()
+    listed = again.content.decode()
+    assert "downloading…" in listed[listed.index(f'<tr data-file="{TINY_FILE}">') :]
+    assert Download.objects.count() == 1
+    cancelled = client.post(f"/models/downloads/{download.pk}/cancel/", follow=True)
+    assert f"Cancelling the download of {TINY_FILE}" in cancelled.content.decode()
+    download.refresh_from_db()
+    assert download.state == "cancelled"
+
+
+def test_a_refused_download_says_why(staff: Any, hub: Any, clean_downloads: None) -> None:
+    refused = logged_in(staff).post(
+        "/models/downloads/", {"repo_id": TINY_REPO, "filename": "README.md"}, follow=True
+    )
+    assert "README.md is not a GGUF file" in refused.content.decode()
+    assert not Download.objects.exists()
+
+
+def test_the_scan_button_registers_files_put_there_by_hand(
+    staff: Any, default_model: Any, tiny_gguf: Any, clean_downloads: None
+) -> None:
+    localmodel_scan()  # what other tests left in the shared models dir
+    folder = Path(settings.MODELS_DIR) / "wiz-test"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(tiny_gguf, folder / "by-hand.gguf")
+    body = logged_in(staff).post("/models/scan/", follow=True).content.decode()
+    assert "Found wiz-test/by-hand.gguf; registered as Tiny Test." in body
+    assert LocalModel.objects.filter(file="wiz-test/by-hand.gguf").exists()
