@@ -256,7 +256,8 @@ presetDeleteButton.addEventListener("click", async () => {
 
 // --- The panel itself -------------------------------------------------------------------------
 
-panel.open = localStorage.getItem(OPEN_KEY) === "true";
+// Only ever opened here: a click on the summary before this module ran must not be undone.
+if (localStorage.getItem(OPEN_KEY) === "true") panel.open = true;
 panel.addEventListener("toggle", () => localStorage.setItem(OPEN_KEY, String(panel.open)));
 
 show(pageData.settings || {});

@@ -236,13 +236,13 @@ function startRename(entry) {
   input.focus();
   input.select();
   let finished = false;
-  async function finish(save) {
+  async function finish(save, { refocus = true } = {}) {
     if (finished) return;
     finished = true;
     const title = input.value.trim();
     input.remove();
     link.hidden = false;
-    button.focus();
+    if (refocus) button.focus();
     if (!save || !title || title === before) return;
     const id = entry.dataset.conversation;
     for (const each of entriesFor(id)) setTitle(each, title);
@@ -263,7 +263,8 @@ function startRename(entry) {
     }
   });
   // Leaving the field keeps what was typed, as renaming a file does; Escape is the way out.
-  input.addEventListener("blur", () => finish(true));
+  // The focus stays wherever it went (a click elsewhere must not be undone).
+  input.addEventListener("blur", () => finish(true, { refocus: false }));
 }
 
 function confirmDelete(entry) {
@@ -290,6 +291,12 @@ function confirmDelete(entry) {
       }
       const next = entry.nextElementSibling || entry.previousElementSibling;
       for (const each of entriesFor(id)) each.remove();
+      if (!entriesIn(mainList).length && !historyFeed.more) {
+        const empty = document.createElement("li");
+        empty.className = "empty";
+        empty.textContent = "No conversations yet.";
+        mainList.append(empty);
+      }
       (next?.querySelector("a.title") || searchBox).focus();
     },
     { once: true },
@@ -356,3 +363,5 @@ toggle.addEventListener("click", () => {
 });
 
 showLoadMore();
+// Words typed before this module ran, or put back by the browser on "back", are searched now.
+if (searchBox.value.trim()) runSearch();

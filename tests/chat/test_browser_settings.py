@@ -22,6 +22,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 page = test_browser.page  # the browser fixture, as the other browser tests have it
 
 
+def ready(page: Page) -> None:
+    """Wait for the page's modules: chat.js connects only after sidebar.js and settings.js ran,
+    and a control used before them would miss its listener."""
+    expect(page.locator("body[data-connected=true]")).to_be_attached()
+
+
 def wait_until(condition: Any, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -57,6 +63,7 @@ def test_the_settings_go_with_the_first_prompt_and_stay_with_the_conversation(
     page: Page, web_server: str, default_model: Any, inference_worker: Any
 ) -> None:
     log_in(page, web_server)
+    ready(page)
     open_settings(page)
     page.get_by_label("Temperature").fill("0")
     page.get_by_label("Seed").fill("42")
@@ -76,6 +83,7 @@ def test_the_settings_go_with_the_first_prompt_and_stay_with_the_conversation(
     wait_until(lambda: saved_settings(answer.conversation_id) == expected)
 
     page.reload()
+    ready(page)
     open_settings(page)
     expect(page.get_by_label("Temperature")).to_have_value("0")
     expect(page.get_by_label("Seed")).to_have_value("42")
@@ -102,6 +110,7 @@ def test_json_mode_gives_an_answer_that_parses(
     page: Page, web_server: str, default_model: Any, inference_worker: Any
 ) -> None:
     log_in(page, web_server)
+    ready(page)
     open_settings(page)
     page.get_by_label("JSON mode").check()
     page.get_by_label("Temperature").fill("0")
@@ -117,6 +126,7 @@ def test_json_mode_gives_an_answer_that_parses(
         )
     )
     page.reload()
+    ready(page)
     open_settings(page)
     expect(page.get_by_label("JSON mode")).to_be_checked()
 
@@ -129,7 +139,9 @@ def test_a_preset_saved_in_one_conversation_is_the_system_prompt_of_another(
 ) -> None:
     first = Conversation.objects.create(owner=owner, title="Where presets are made")
     log_in(page, web_server)
+    ready(page)
     page.goto(f"{web_server}/c/{first.pk}/")
+    ready(page)
     open_settings(page)
     page.get_by_label("System prompt").fill(PIRATE)
 
@@ -146,6 +158,8 @@ def test_a_preset_saved_in_one_conversation_is_the_system_prompt_of_another(
 
     # A new chat offers it; choosing it fills the system prompt, and the prompt goes with it.
     page.get_by_role("link", name="+ New chat").click()
+    expect(page).to_have_url(f"{web_server}/")
+    ready(page)
     open_settings(page)
     expect(page.get_by_label("System prompt")).to_have_value("")
     page.get_by_label("Preset", exact=True).select_option(label="Pirate")
@@ -172,7 +186,9 @@ def test_a_value_out_of_range_is_refused_with_the_servers_sentence(
         owner=owner, title="Careful", settings={"temperature": 0.5}
     )
     log_in(page, web_server)
+    ready(page)
     page.goto(f"{web_server}/c/{conversation.pk}/")
+    ready(page)
     open_settings(page)
     temperature = page.get_by_label("Temperature")
     expect(temperature).to_have_value("0.5")
@@ -197,7 +213,9 @@ def test_the_model_picker_offers_ready_models_only_and_marks_the_default(
         owner=owner, title="Which model", settings={"model": "Broken"}
     )
     log_in(page, web_server)
+    ready(page)
     page.goto(f"{web_server}/c/{conversation.pk}/")
+    ready(page)
     open_settings(page)
     picker = page.get_by_label("Model", exact=True)
     assert sorted(picker.locator("option").all_inner_texts()) == sorted(
@@ -234,6 +252,7 @@ def test_every_setting_has_a_label_and_is_reached_with_tab(
 ) -> None:
     SystemPromptPreset.objects.create(owner=owner, name="Terse", text="Answer in one line.")
     log_in(page, web_server)
+    ready(page)
     summary = page.locator("#settings > summary")
     summary.focus()
     summary.press("Enter")

@@ -24,6 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 page = test_browser.page  # the browser fixture, as the other browser tests have it
 
 
+def ready(page: Page) -> None:
+    """Wait for the page's modules: chat.js connects only after sidebar.js and settings.js ran,
+    and a control used before them would miss its listener."""
+    expect(page.locator("body[data-connected=true]")).to_be_attached()
+
+
 def conversation_with(owner: Any, title: str, *texts: str, minutes_ago: int = 0) -> Conversation:
     """A conversation whose messages alternate user, assistant, starting with the user."""
     conversation = Conversation.objects.create(
@@ -60,6 +66,7 @@ def test_it_renames_a_conversation_and_the_title_survives_a_reload(
 ) -> None:
     conversation = conversation_with(owner, "Old title", "Hello", "Hi there")
     log_in(page, web_server)
+    ready(page)
 
     open_menu(page, "Old title")
     page.get_by_role("button", name="Rename").click()
@@ -85,6 +92,7 @@ def test_it_renames_a_conversation_and_the_title_survives_a_reload(
 
     wait_until(renamed)
     page.reload()
+    ready(page)
     assert sidebar_titles(page) == ["Plans for the garden"]
 
     # Another page open on the same account hears of a rename through its socket.
@@ -105,6 +113,7 @@ def test_it_deletes_a_conversation_only_after_confirming(
     keep = conversation_with(owner, "Keep me", "one", minutes_ago=5)
     doomed = conversation_with(owner, "Delete me", "two", minutes_ago=1)
     log_in(page, web_server)
+    ready(page)
     dialog = page.get_by_role("dialog")
 
     open_menu(page, "Delete me")
@@ -114,6 +123,7 @@ def test_it_deletes_a_conversation_only_after_confirming(
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
     page.reload()
+    ready(page)
     assert sidebar_titles(page) == ["Delete me", "Keep me"]
     assert Conversation.objects.filter(pk=doomed.pk).exists()
 
@@ -124,10 +134,12 @@ def test_it_deletes_a_conversation_only_after_confirming(
     wait_until(lambda: not Conversation.objects.filter(pk=doomed.pk).exists())
     assert Message.objects.filter(conversation_id=doomed.pk).count() == 0
     page.reload()
+    ready(page)
     assert sidebar_titles(page) == ["Keep me"]
 
     # Deleting the conversation that is open leaves it for a new chat.
     page.goto(f"{web_server}/c/{keep.pk}/")
+    ready(page)
     open_menu(page, "Keep me")
     page.get_by_role("button", name="Delete", exact=True).click()
     dialog.get_by_role("button", name="Delete").click()
@@ -143,6 +155,7 @@ def test_it_searches_message_text_as_well_as_titles(
     conversation_with(owner, "Tomato sauce", "Quick sauce?", "Simmer them.")
     conversation_with(outsider, "Mallory's tomatoes", "tomato secrets")
     log_in(page, web_server)
+    ready(page)
     search = page.get_by_label("Search conversations")
 
     search.fill("tomato")
@@ -179,6 +192,7 @@ def test_it_exports_a_conversation_as_markdown_and_as_json(
         owner, "Moon facts", "How far away is the moon?", "About **384,400 km**."
     )
     log_in(page, web_server)
+    ready(page)
 
     open_menu(page, "Moon facts")
     with page.expect_download() as markdown_download:
@@ -222,6 +236,7 @@ def test_it_imports_a_json_export_and_opens_it(
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     log_in(page, web_server)
+    ready(page)
     error = page.locator("#sidebar-error")
 
     for path, message in (
@@ -260,10 +275,12 @@ def test_it_loads_a_long_history_in_pages_as_the_list_is_scrolled(
         Conversation(owner=outsider, title=f"Other {i}", updated_at=now) for i in range(MANY)
     )
     log_in(page, web_server)
+    ready(page)
     entries = page.locator("#conversation-list li[data-conversation]")
 
     started = time.perf_counter()
     page.goto(f"{web_server}/")
+    ready(page)
     loaded_in = time.perf_counter() - started
     navigation = page.evaluate(
         """() => {
@@ -333,6 +350,7 @@ def test_on_a_phone_the_list_folds_behind_a_conversations_button(
         conversation_with(owner, f"Chat number {i}", "hello", minutes_ago=i)
     page.set_viewport_size({"width": 390, "height": 844})
     log_in(page, web_server)
+    ready(page)
     toggle = page.get_by_role("button", name="Conversations")
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(page.get_by_role("link", name="Chat number 0")).to_be_hidden()
@@ -354,6 +372,7 @@ def test_each_entry_is_worked_from_the_keyboard(page: Page, web_server: str, own
     conversation_with(owner, "Older", "one", minutes_ago=5)
     conversation_with(owner, "Newer", "two", minutes_ago=1)
     log_in(page, web_server)
+    ready(page)
     search = page.get_by_label("Search conversations")
     search.focus()
     page.keyboard.press("Tab")
