@@ -385,6 +385,8 @@ def test_each_entry_is_worked_from_the_keyboard(page: Page, web_server: str, own
     page.keyboard.press("Enter")
     expect(menu_button).to_have_attribute("aria-expanded", "true")
     expect(page.get_by_role("button", name="Rename")).to_be_focused()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sidebar-menu-desktop.png"))
     reached = []
     for _ in range(3):
         page.keyboard.press("Tab")
@@ -402,6 +404,7 @@ def test_each_entry_is_worked_from_the_keyboard(page: Page, web_server: str, own
     dialog = page.get_by_role("dialog", name="Delete conversation")
     expect(dialog).to_be_visible()
     expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.screenshot(path=str(ARTIFACTS / "sidebar-delete-dialog.png"))
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(menu_button).to_be_focused()
