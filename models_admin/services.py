@@ -378,15 +378,20 @@ def download_cancel(*, download: Download, connection: redis.Redis | None = None
     that nobody is fetching) is cancelled here and True is returned; a running one is told
     through its cancel flag, and its process stops it within a second and says so."""
     connection = connection or redis_connection()
+    download.refresh_from_db()
     if not download.is_active:
         raise DownloadRefused(
             f"The download of {download.filename} is not running ({download.state})."
         )
     connection.set(cancel_key(download.pk), "1", ex=3600)
-    nobody_fetches = not connection.exists(lease_key(download.pk))
-    return (download.state == Download.State.QUEUED or nobody_fetches) and _download_finish(
-        download, Download.State.CANCELLED, states=Download.ACTIVE
-    )
+    if download.state == Download.State.QUEUED and _download_finish(
+        download, Download.State.CANCELLED, states=(Download.State.QUEUED,)
+    ):
+        return True
+    # Running (or it just started): its process sees the flag, unless there is none.
+    if not connection.exists(lease_key(download.pk)):
+        return _download_finish(download, Download.State.CANCELLED, states=Download.ACTIVE)
+    return False
 
 
 def _download_finish(

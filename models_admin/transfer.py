@@ -11,10 +11,11 @@ Two Redis keys per download coordinate the processes:
   with a five-second expiry, so a killed worker's download is seen as abandoned within seconds;
 - a cancel flag (`cancel_key`), set by whoever cancels (the page, the socket, the command).
 
-A watch thread refreshes the lease and polls the flag. When the flag is set it interrupts the
-transfer: through the progress hook at the next chunk, and, when the transfer runs on the main
-thread (the worker's horse, the command line), by a signal that breaks a read waiting on a
-stalled connection.
+A watch thread refreshes the lease and polls the flag. When the flag is set the transfer stops
+at the next chunk, through the progress hook, before that chunk is written. When no chunk has
+come for half a second (a stalled connection) and the transfer runs on the main thread (the
+worker's horse, the command line), the watch also sends that thread a signal whose handler
+raises once, breaking the read that waits.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ RATE_WINDOW = 3.0
 # live bar and for a cancel within a second on a slow line.
 CHUNK_BYTES = 1 << 20
 CANCEL_SIGNAL = signal.SIGUSR1
+STALLED_AFTER = 0.5  # seconds without a chunk before a cancel interrupts the read by signal
 
 
 class DownloadCancelled(Exception):
@@ -141,7 +143,8 @@ _handler_installed = False
 
 def _on_cancel_signal(signum: int, frame: Any) -> None:
     watch = _armed
-    if watch is not None and watch.cancelled.is_set():
+    if watch is not None and watch.cancelled.is_set() and not watch.raised:
+        watch.raised = True  # once: a second raise could land in the file's close
         raise DownloadCancelled
 
 
@@ -152,6 +155,9 @@ class Watch:
         self.connection = connection
         self.download_id = download_id
         self.cancelled = threading.Event()
+        self.raised = False
+        self.last_chunk = time.monotonic()
+        self._signalled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="download-watch", daemon=True)
 
@@ -162,7 +168,8 @@ class Watch:
         )
 
     def start(self) -> None:
-        self.connection.delete(cancel_key(self.download_id))
+        # A flag set before the start is kept: a cancel that reached a download whose worker
+        # then died still holds when the download is taken up again.
         self._thread.start()
 
     def stop(self) -> None:
@@ -175,7 +182,10 @@ class Watch:
             self.connection.delete(key)
 
     def check(self) -> None:
-        if self.cancelled.is_set():
+        """Called as each chunk arrives, before it is written."""
+        self.last_chunk = time.monotonic()
+        if self.cancelled.is_set() and not self.raised:
+            self.raised = True
             raise DownloadCancelled
 
     def _run(self) -> None:
@@ -189,11 +199,18 @@ class Watch:
                     cancel_key(self.download_id)
                 ):
                     self.cancelled.set()
-                    with _armed_lock:
-                        if _armed is self:
-                            signal.pthread_kill(threading.main_thread().ident or 0, CANCEL_SIGNAL)
+                if self.cancelled.is_set():
+                    self._interrupt_if_stalled()
             except redis.RedisError:
                 pass  # retried at the next tick; the lease outlives a few missed ones
+
+    def _interrupt_if_stalled(self) -> None:
+        if self._signalled or time.monotonic() - self.last_chunk < STALLED_AFTER:
+            return
+        with _armed_lock:
+            if _armed is self and not self.raised:
+                self._signalled = True
+                signal.pthread_kill(threading.main_thread().ident or 0, CANCEL_SIGNAL)
 
 
 class _Interruptible:

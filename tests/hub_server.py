@@ -13,7 +13,8 @@ the real client against answers shaped like the Hub's:
 - errors as the Hub sends them: 404 with `X-Error-Code: RepoNotFound`, `RevisionNotFound` or
   `EntryNotFound`, and 401 with `GatedRepo` for a gated repo without its token.
 
-A test can slow the transfer down (`throttle_bytes_per_s`) to catch a download mid-file, and reads
+A test can slow the transfer down (`throttle_bytes_per_s`) to catch a download mid-file, or stall
+it (`stall_after_bytes`), and reads
 how many body bytes each file has served (`served`), which Range requests came (`ranges`) and
 every request (`requests`).
 """
@@ -70,6 +71,10 @@ class FakeHub:
         self.repos: dict[str, HubRepo] = {}
         self.token = "hf_test_token"  # the token that opens gated repos
         self.throttle_bytes_per_s = 0  # 0: as fast as it can
+        # A stalled connection: each response stops after this many bytes (0: never) until
+        # `unstall` is set.
+        self.stall_after_bytes = 0
+        self.unstall = threading.Event()
         self.served: dict[str, int] = defaultdict(int)  # body bytes sent per "repo/file"
         self.ranges: list[tuple[str, str]] = []  # ("repo/file", Range header) per GET
         self.requests: list[str] = []  # "METHOD /path?query" of every request
@@ -304,6 +309,8 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     sent += len(block)
                     with hub.lock:
                         hub.served[key] += len(block)
+                    if hub.stall_after_bytes and sent >= hub.stall_after_bytes:
+                        hub.unstall.wait(timeout=60)
                     rate = hub.throttle_bytes_per_s
                     if rate:
                         ahead = sent / rate - (time.monotonic() - began)

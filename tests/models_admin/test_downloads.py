@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -299,3 +300,66 @@ def test_it_resumes_after_the_download_worker_is_killed_mid_file(
     assert fetched_after < total
     assert download.local_model is not None
     assert sha256_of(download.local_model.path) == DEFAULT_MODEL_SHA256
+
+
+def test_stopping_the_worker_stops_its_download_at_once_and_the_next_start_resumes(
+    hub: FakeHub, staff: Any, clean_downloads: None, log_dir: Path
+) -> None:
+    """What a restart of `serve` does to a download: supervisord stops the worker (SIGTERM),
+    which must not wait for the file to finish, and the new worker takes it up."""
+    total = default_model_size()
+    hub.throttle_bytes_per_s = 8 * MB
+    first = start_download_worker("stopped-downloads", log_dir)
+    download, _ = download_start(repo_id=SMOL_REPO, filename=SMOL_FILE, user=staff)
+    wait_for(
+        lambda: hub.served_bytes(SMOL_REPO, SMOL_FILE) > 10 * MB,
+        timeout=30,
+        what="the transfer to be under way",
+    )
+    stopped_at = time.monotonic()
+    first.stop(signal.SIGTERM, timeout=10)
+    assert time.monotonic() - stopped_at < 5  # not the ten seconds the rest would take
+    partial = download.part_path.stat().st_size
+    assert 0 < partial < total
+
+    hub.throttle_bytes_per_s = 0
+    second = start_download_worker("restarted-downloads", log_dir)
+    try:
+        wait_for(lambda: state_of(download) in ("done", "failed"), timeout=60, what="the resume")
+    finally:
+        second.stop()
+    assert download.state == "done", download.error
+    assert download.resumed_from_bytes == partial
+    assert download.local_model is not None
+    assert download.local_model.sha256 == DEFAULT_MODEL_SHA256
+
+
+def test_a_cancel_breaks_a_read_waiting_on_a_stalled_connection(hub: FakeHub) -> None:
+    """No chunk arrives to carry the cancel: the watch interrupts the read itself (this test
+    runs the download on the main thread, as a work-horse and the command do)."""
+    hub.stall_after_bytes = 2 * MB
+    download, _ = download_start(repo_id=SMOL_REPO, filename=SMOL_FILE, enqueue=False)
+    cancelled_at: list[float] = []
+
+    def cancel_once_stalled() -> None:
+        wait_for(
+            lambda: hub.served_bytes(SMOL_REPO, SMOL_FILE) >= 2 * MB,
+            timeout=30,
+            what="the stall",
+        )
+        time.sleep(0.5)
+        cancelled_at.append(time.monotonic())
+        download_cancel(download=Download.objects.get(pk=download.pk))
+
+    canceller = threading.Thread(target=cancel_once_stalled)
+    canceller.start()
+    try:
+        ended = run_here(download)
+        stopped_after = time.monotonic() - cancelled_at[0]
+    finally:
+        hub.unstall.set()
+        canceller.join()
+    assert ended.state == "cancelled"
+    # Not the ten seconds of huggingface_hub's read timeout, nor its five retries after it.
+    assert stopped_after < 3
+    assert ended.bytes_done == ended.part_path.stat().st_size <= 2 * MB
