@@ -1,4 +1,5 @@
-"""/ws/models/: staff only; worker.status events as workers beat."""
+"""/ws/models/: staff only; worker.status events as workers beat; download events from the
+download worker; the cancel frame."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from models_admin.models import Download
+from models_admin.models import Download, LocalModel
 from models_admin.services import download_start
 from tests.conftest import session_cookie
 from tests.models_admin.conftest import TINY_FILE, TINY_REPO
@@ -97,3 +98,47 @@ async def test_it_streams_worker_status_to_staff(staff: Any, inference_worker: A
     assert status["worker"] == "test-inference"
     assert set(status) >= {"models", "busy", "rss_bytes", "queue_depths", "heartbeat"}
     assert status["rss_bytes"] > 0
+
+
+async def test_a_download_on_the_worker_streams_progress_then_done(
+    staff: Any, hub: Any, download_worker: Any
+) -> None:
+    hub.throttle_bytes_per_s = 2 << 20  # four megabytes in about two seconds
+    socket = await models_socket(staff)
+    assert (await socket.connect())[0]
+    download, _ = await database_sync_to_async(download_start)(
+        repo_id=TINY_REPO, filename=TINY_FILE, user=staff
+    )
+    frames = []
+    while not frames or frames[-1]["type"] == "download.progress":
+        frame = await next_download_frame(socket)
+        if frame.get("download") == download.pk:
+            frames.append(frame)
+    await socket.disconnect()
+
+    progress, end = frames[:-1], frames[-1]
+    live = [f for f in progress if f["bytes_per_s"] > 0]
+    assert len(live) >= 2  # several reports while the bytes came in
+    total = download.total_bytes
+    for frame in progress:
+        assert set(frame) == {
+            "type",
+            "download",
+            "bytes",
+            "total",
+            "bytes_per_s",
+            "percent",
+            "eta_s",
+        }
+        assert frame["total"] == total
+        assert frame["percent"] == round(100 * frame["bytes"] / total, 1)
+    assert [f["bytes"] for f in progress] == sorted(f["bytes"] for f in progress)
+    assert all(f["eta_s"] is not None and f["eta_s"] >= 0 for f in live[:-1])
+    assert progress[-1]["bytes"] == total and progress[-1]["percent"] == 100.0
+    model = await LocalModel.objects.aget(file=f"{TINY_REPO}/{TINY_FILE}")
+    assert end == {
+        "type": "download.done",
+        "download": download.pk,
+        "model": model.pk,
+        "name": "tiny-F32",
+    }
