@@ -10,6 +10,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from chat import services
 from chat.models import Message
@@ -82,6 +83,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             handler = getattr(self, f"on_{kind}", None)
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {kind!r}.")
+            if kind != "ping" and not await self.user_still_active():
+                # The socket outlives the session it was opened with: an account disabled
+                # since then is stopped here, at its next request.
+                await self.send_error(
+                    "account_disabled", "Your account has been disabled; ask an admin."
+                )
+                await self.close(code=4401)
+                return
             await handler(frame)
         except FrameError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
@@ -92,6 +101,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except services.ChatError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
+
+    async def user_still_active(self) -> bool:
+        return await get_user_model().objects.filter(pk=self.user.pk, is_active=True).aexists()
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})

@@ -8,7 +8,7 @@
 
 import { renderMarkdown } from "./markdown.js";
 import { currentModel, currentOptions, settingsAttach } from "./settings.js";
-import { sidebarShow } from "./sidebar.js";
+import { sidebarRaise, sidebarShow } from "./sidebar.js";
 
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const list = document.getElementById("messages");
@@ -399,6 +399,7 @@ const handlers = {
       settingsAttach(conversation);
       history.replaceState(null, "", `/c/${conversation}/`);
     }
+    sidebarRaise(conversation);
     if (asked.kind !== "regenerate") {
       addNode({ id: frame.user_message, role: "user", parent: asked.parent, content: asked.content, state: "done" });
       chosen.set(key(asked.parent), frame.user_message);

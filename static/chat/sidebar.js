@@ -93,6 +93,12 @@ export function sidebarShow(id, title, { current = true } = {}) {
   }
 }
 
+// Move a conversation that was just written to to the top of the list, as the server orders it.
+export function sidebarRaise(id) {
+  const entry = [...entriesFor(id)].find((e) => e.parentElement === mainList);
+  if (entry && mainList.firstElementChild !== entry) mainList.prepend(entry);
+}
+
 // --- Paging -------------------------------------------------------------------------------
 
 function showLoadMore() {

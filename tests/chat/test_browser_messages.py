@@ -267,3 +267,19 @@ def test_it_sends_with_enter_breaks_lines_with_shift_enter_and_is_usable_by_keyb
         raise AssertionError("Regenerate cannot be reached with the keyboard")
     page.keyboard.press("Enter")
     expect(page.locator("li.message.assistant .version-count")).to_have_text("2/2", timeout=60_000)
+
+
+def test_a_conversation_written_to_moves_to_the_top_of_the_sidebar(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    older = open_conversation(page, web_server, owner, SHORT_ANSWER)
+    newer = Conversation.objects.create(owner=owner, title="Newer")
+    page.reload()
+    expect(page.locator("body[data-connected=true]")).to_be_attached(timeout=15_000)
+    entries = page.locator("#conversation-list li[data-conversation]")
+    expect(entries.first).to_have_attribute("data-conversation", str(newer.id))
+    answer = send(page, "Name a tree.")
+    expect(entries.first).to_have_attribute("data-conversation", older)
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    page.reload()
+    expect(entries.first).to_have_attribute("data-conversation", older)

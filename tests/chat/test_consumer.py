@@ -437,3 +437,14 @@ async def test_it_tells_every_open_page_of_the_user_about_a_new_conversation(
     assert await stranger.receive_nothing(timeout=0.5)
     for socket in (sender, other_page, stranger):
         await socket.disconnect()
+
+
+async def test_it_stops_an_open_socket_of_an_account_disabled_since(owner: Any) -> None:
+    socket = await open_socket(owner)
+    owner.is_active = False
+    await owner.asave(update_fields=["is_active"])
+    await socket.send_json_to({"type": "prompt", "content": "hi", "client_id": "x"})
+    error = await socket.receive_json_from(timeout=5)
+    assert error["code"] == "account_disabled"
+    assert (await socket.receive_output(timeout=5))["type"] == "websocket.close"
+    assert not await Message.objects.filter(conversation__owner=owner).aexists()
