@@ -18,7 +18,7 @@ import os
 import threading
 from typing import Any
 
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,10 @@ class ChannelSender:
             return self._loop, self._queue
 
     async def _drain(self, queue: asyncio.Queue[Any]) -> None:
-        layer = get_channel_layer()
+        # A layer of its own: the process's shared one may also serve other event loops (a
+        # test's, a command's), and channels-redis's close_pools() on it flushes the pools of
+        # every loop, this thread's too, from the wrong loop.
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         while True:
             item = await queue.get()
             if isinstance(item, threading.Event):

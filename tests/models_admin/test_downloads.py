@@ -15,6 +15,7 @@ import django_rq
 import psutil
 import pytest
 from django.conf import settings
+from django.db import connection as db_connection
 from django.test import override_settings
 from django.utils import timezone
 from rq.job import Job
@@ -349,7 +350,10 @@ def test_a_cancel_breaks_a_read_waiting_on_a_stalled_connection(hub: FakeHub) ->
         )
         time.sleep(0.5)
         cancelled_at.append(time.monotonic())
-        download_cancel(download=Download.objects.get(pk=download.pk))
+        try:
+            download_cancel(download=Download.objects.get(pk=download.pk))
+        finally:
+            db_connection.close()  # this thread's own; the test database is dropped at the end
 
     canceller = threading.Thread(target=cancel_once_stalled)
     canceller.start()
