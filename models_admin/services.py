@@ -53,6 +53,8 @@ from wizweb.default_model import (
 )
 from wizweb.redis_server import redis_connection
 
+log = logging.getLogger(__name__)
+
 
 @transaction.atomic
 def localmodel_register(
@@ -170,8 +172,6 @@ def localmodel_scan() -> ScanReport:
 
 
 # Downloads
-
-log = logging.getLogger(__name__)
 
 # A download is taken up again when no process holds its lease, unless its job is still waiting
 # in the queue, or it was queued or started so recently that its process may not have taken the
