@@ -17,8 +17,9 @@ from django.core.management import CommandError, call_command
 
 from models_admin.fit import gib
 from models_admin.loading import model_memory_estimate
+from models_admin.management.commands import models as models_command
 from models_admin.models import Download, LocalModel
-from models_admin.services import localmodel_scan
+from models_admin.services import download_start, localmodel_scan
 from tests.hub_server import FakeHub
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.processes import MANAGE, ROOT, child_env, wait_for
@@ -119,3 +120,23 @@ def test_scan_registers_files_put_there_by_hand(default_model: Any, tiny_gguf: P
     shutil.copyfile(tiny_gguf, folder / "by-hand.gguf")
     assert models("scan") == "Registered wiz-test/by-hand.gguf as 'Tiny Test'.\n"
     assert models("scan") == "Nothing new in the models dir.\n"
+
+
+def test_download_follows_the_download_the_worker_is_running(
+    hub: FakeHub, default_model: Any, download_worker: Any
+) -> None:
+    hub.throttle_bytes_per_s = 2 * MB
+    download, _ = download_start(repo_id=TINY_REPO, filename=TINY_FILE)
+    out = models("download", TINY_REPO, TINY_FILE)
+    assert out.startswith(f"Already being downloaded (download {download.pk}); following it.\n")
+    assert out.endswith(f"Downloaded and verified {TINY_REPO}/{TINY_FILE}: model 'tiny-F32'.\n")
+    assert Download.objects.count() == 1
+
+
+def test_download_stops_following_a_download_nobody_fetches(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(models_command, "FOLLOW_PATIENCE", 1)
+    download, _ = download_start(repo_id=TINY_REPO, filename=TINY_FILE)  # no worker runs
+    with pytest.raises(CommandError, match=f"Nobody has fetched download {download.pk} for 1 s"):
+        models("download", TINY_REPO, TINY_FILE)

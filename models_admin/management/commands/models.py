@@ -34,10 +34,13 @@ from models_admin.services import (
     localmodel_delete,
     localmodel_scan,
 )
-from models_admin.transfer import ProgressReport
+from models_admin.transfer import ProgressReport, lease_key
 from models_admin.workers import worker_states
 from wizweb.channels_sender import channel_sender
 from wizweb.redis_server import redis_connection
+
+# How long `download` follows a download that no process is fetching before it gives up.
+FOLLOW_PATIENCE = 30
 
 
 class Command(BaseCommand):
@@ -149,9 +152,18 @@ class Command(BaseCommand):
 
     def _follow(self, download: Download, show: Any) -> Download:
         """Watch a download another process runs, through its row."""
+        connection = redis_connection()
+        unattended_since = time.monotonic()
         while download.is_active:
             time.sleep(0.5)
             download.refresh_from_db()
+            if connection.exists(lease_key(download.pk)):
+                unattended_since = time.monotonic()
+            elif time.monotonic() - unattended_since > FOLLOW_PATIENCE:
+                raise CommandError(
+                    f"Nobody has fetched download {download.pk} for {FOLLOW_PATIENCE} s: is the "
+                    "download worker running? (`serve` starts one.)"
+                )
             show(
                 ProgressReport(
                     bytes=download.bytes_done,
