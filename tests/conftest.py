@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
+from django.db import connections
 from django.test import Client
 
 from models_admin.models import LocalModel
@@ -32,9 +34,14 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 async def channel_layer_closed() -> AsyncIterator[None]:
-    """Each async test has its own event loop; the channel layer's pools must not outlive it."""
+    """Each async test has its own event loop; the channel layer's pools must not outlive it.
+
+    The async ORM (`aget`, `acount`, ...) runs in asgiref's one thread for sync code, whose
+    database connection would stay open to the end and keep PostgreSQL from dropping the
+    test database; it is closed after each test, in that thread."""
     yield
     await get_channel_layer().close_pools()
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session")
