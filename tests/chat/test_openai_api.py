@@ -17,6 +17,7 @@ from chat.models import Conversation, Message
 from tests.chat.test_generation import SCHEMA, TIME, WEATHER
 from tests.processes import wait_for
 from wizweb.apikeys import apikey_create, apikey_revoke
+from wizweb.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -251,6 +252,9 @@ def test_it_answers_429_past_the_users_queue_limit(
 def test_a_client_that_disconnects_mid_stream_frees_the_worker(
     client: openai.OpenAI, default_model: Any
 ) -> None:
+    # Kept in history, so the stopped answer can be looked at: a key without history has its
+    # conversation removed as soon as the generation is over, possibly before the test looks.
+    ApiKey.objects.update(keep_history=True)
     stream = client.chat.completions.create(
         model=default_model.name,
         messages=[{"role": "user", "content": "Write a very long essay about rivers."}],
