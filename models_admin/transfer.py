@@ -20,6 +20,7 @@ raises once, breaking the read that waits.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -27,7 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -211,6 +212,27 @@ class Watch:
             if _armed is self and not self.raised:
                 self._signalled = True
                 signal.pthread_kill(threading.main_thread().ident or 0, CANCEL_SIGNAL)
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    watch = _armed
+    if watch is not None and not watch.cancelled.is_set():
+        # As a cancel from the page: the transfer stops at its next chunk (or its stalled read
+        # is interrupted), at a safe point, instead of wherever KeyboardInterrupt would land.
+        watch.cancelled.set()
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_cancels_transfer() -> Iterator[None]:
+    """Within it, Ctrl-C (SIGINT) cancels a running transfer of this process's main thread, and
+    a second Ctrl-C, or one outside a transfer, is a KeyboardInterrupt as usual."""
+    previous = signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Interruptible:

@@ -34,7 +34,7 @@ from models_admin.services import (
     localmodel_delete,
     localmodel_scan,
 )
-from models_admin.transfer import ProgressReport, lease_key
+from models_admin.transfer import ProgressReport, interrupt_cancels_transfer, lease_key
 from models_admin.workers import worker_states
 from wizweb.channels_sender import channel_sender
 from wizweb.redis_server import redis_connection
@@ -122,27 +122,28 @@ class Command(BaseCommand):
             bar.update(progress.bytes - bar.n)
 
         try:
-            if created:
-                download = download_run(
-                    download_id=download.pk,
-                    job_id=download.job_id,
-                    events=DownloadEvents(channel_sender),
-                    connection=redis_connection(),
-                    on_progress=show,
-                )
-            else:
-                self.stdout.write(
-                    f"Already being downloaded (download {download.pk}); following it."
-                )
-                download = self._follow(download, show)
+            with interrupt_cancels_transfer():
+                if created:
+                    download = download_run(
+                        download_id=download.pk,
+                        job_id=download.job_id,
+                        events=DownloadEvents(channel_sender),
+                        connection=redis_connection(),
+                        on_progress=show,
+                    )
+                else:
+                    self.stdout.write(
+                        f"Already being downloaded (download {download.pk}); following it."
+                    )
+                    download = self._follow(download, show)
         except KeyboardInterrupt:
-            bar.close()
             download.refresh_from_db()
-            raise CommandError(
-                f"Cancelled; {download.bytes_done:,} bytes are kept. Run the same command to "
-                "resume."
-            ) from None
         bar.close()
+        if download.state == Download.State.CANCELLED or download.is_active:
+            kept = download.part_path.stat().st_size if download.part_path.exists() else 0
+            raise CommandError(
+                f"Cancelled; {kept:,} bytes are kept. Run the same command to resume."
+            )
         if download.state == Download.State.DONE and download.local_model is not None:
             self.stdout.write(
                 f"Downloaded and verified {download.file}: model {download.local_model.name!r}."
