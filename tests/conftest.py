@@ -85,11 +85,10 @@ def inference_worker(
     child.stop()
 
 
-@pytest.fixture(scope="session")
-def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
-    """daphne serving the real ASGI application, on the test database."""
+def daphne_start(name: str, log_dir: Path) -> tuple[Child, str]:
+    """daphne serving the real ASGI application on a free port, once it answers; and its URL."""
     port = free_port()
-    child = Child("daphne", daphne_command(port), child_env(), log_dir)
+    child = Child(name, daphne_command(port), child_env(), log_dir)
     url = f"http://127.0.0.1:{port}"
 
     def answering() -> bool:
@@ -98,6 +97,13 @@ def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
         return http_status(f"{url}/healthz") is not None
 
     wait_for(answering, timeout=60, what="daphne to answer")
+    return child, url
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
+    """daphne on the test database."""
+    child, url = daphne_start("daphne", log_dir)
     yield url
     child.stop()
 

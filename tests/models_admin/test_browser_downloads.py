@@ -12,10 +12,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.chat.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, daphne_start
 from tests.hub_server import FakeHub
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO
-from tests.processes import Child, child_env, daphne_command, free_port, http_status, wait_for
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,16 +29,7 @@ MB = 1 << 20
 def hub_web_server(hub: FakeHub, log_dir: Path) -> Iterator[str]:
     """daphne started after HF_ENDPOINT points at the stand-in Hub (the session's own server
     may have started before it existed)."""
-    port = free_port()
-    child = Child("daphne-hub", daphne_command(port), child_env(), log_dir)
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        if child.process.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{child.output()}")
-        return http_status(f"{url}/healthz") is not None
-
-    wait_for(answering, timeout=60, what="daphne to answer")
+    child, url = daphne_start("daphne-hub", log_dir)
     yield url
     child.stop()
 
