@@ -29,32 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from environment import bench_django  # noqa: E402
+
 REPO, FILE = "bench/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct-Q4_1.gguf"
 MB = 1 << 20
-
-
-def prepare_environment(data_dir: Path) -> tuple[object, Path]:
-    from wizweb.default_model import default_model_fetch
-    from wizweb.redis_server import PrivateRedis
-
-    source = default_model_fetch(Path(os.environ.get("WIZ_MODELS_DIR") or ROOT / "var" / "models"))
-    models_dir = data_dir / "models"
-    models_dir.mkdir()
-    redis = PrivateRedis(data_dir / "run").start()
-    os.environ.update(
-        WIZ_DATA_DIR=str(data_dir),
-        WIZ_MODELS_DIR=str(models_dir),
-        REDIS_URL=redis.url,
-        DATABASE_URL=f"sqlite:///{data_dir / 'bench.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="wizweb.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return redis, source
 
 
 def rate(seconds: float, size: int) -> str:
@@ -67,7 +45,9 @@ def main() -> None:
     parser.add_argument("--throttle-mb", type=float, default=8.0)
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="wiz-bench-dl-"))
-    redis, source = prepare_environment(data_dir)
+    models_dir = data_dir / "models"
+    models_dir.mkdir()
+    redis, source = bench_django(data_dir, models_dir)
     try:
         run(args.runs, args.throttle_mb, data_dir, source)
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from environment import SHARED_MODELS_DIR, bench_django  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper and a storm."
 FOLLOW_UPS = [
@@ -41,29 +42,6 @@ SEED = 42
 def numbered(run: int) -> str:
     # A different start each run, so neither side can reuse the previous run's whole prompt.
     return f"Story number {run + 1}. {PROMPT}"
-
-
-def prepare_environment(data_dir: Path) -> object:
-    from wizweb.default_model import default_model_fetch
-    from wizweb.redis_server import PrivateRedis
-
-    models_dir = Path(os.environ.get("WIZ_MODELS_DIR") or ROOT / "var" / "models")
-    default_model_fetch(models_dir)
-    redis = PrivateRedis(data_dir / "run").start()
-    os.environ.update(
-        WIZ_DATA_DIR=str(data_dir),
-        WIZ_MODELS_DIR=str(models_dir),
-        REDIS_URL=redis.url,
-        DATABASE_URL=f"sqlite:///{data_dir / 'bench.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="wizweb.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return redis
 
 
 def raw_run(max_tokens: int, runs: int) -> dict[str, float]:
@@ -241,7 +219,7 @@ def browser_answers(base_url: str, runs: int) -> list[dict[str, float]]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="wiz-bench-") as tmp:
         data_dir = Path(tmp)
-        redis = prepare_environment(data_dir)
+        redis, _ = bench_django(data_dir, SHARED_MODELS_DIR)
         try:
             raw = raw_run(ARGS.max_tokens, ARGS.runs)
             product = product_run(data_dir, ARGS.runs)
