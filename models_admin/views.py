@@ -9,7 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.contrib.messages.constants import DEFAULT_TAGS
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -194,28 +195,35 @@ def _int_options(request: HttpRequest) -> dict[str, int]:
     return values
 
 
+def _reply(request: HttpRequest, level: int, text: str) -> HttpResponse:
+    """The outcome of an action: for the page's script (which keeps its socket open, so it hears
+    how a load on a worker ends) a JSON sentence; for a plain form, a flash and the page again."""
+    if request.headers.get("Accept") == "application/json":
+        status = 400 if level == messages.ERROR else 200
+        return JsonResponse({"level": DEFAULT_TAGS[level], "message": text}, status=status)
+    messages.add_message(request, level, text)
+    return redirect("models-admin")
+
+
 @require_POST
 @staff_only
 def model_action(request: HttpRequest, model_id: int) -> HttpResponse:
     model = get_object_or_404(LocalModel, pk=model_id)
     action = request.POST.get("action")
+    worker = request.POST.get("worker", "")
     try:
         if action == "default":
             localmodel_set_default(model=model)
-            messages.success(request, f"{model.name} is now the default model.")
-        elif action == "delete":
+            return _reply(request, messages.SUCCESS, f"{model.name} is now the default model.")
+        if action == "delete":
             localmodel_delete(model=model)
-            messages.success(request, f"Deleted {model.name}.")
-        elif action == "load":
-            worker = request.POST.get("worker", "")
+            return _reply(request, messages.SUCCESS, f"Deleted {model.name}.")
+        if action == "load":
             worker_model_load(worker=worker, model=model, options=_int_options(request))
-            messages.success(request, f"Loading {model.name} on {worker}…")
-        elif action == "unload":
-            worker = request.POST.get("worker", "")
+            return _reply(request, messages.SUCCESS, f"Loading {model.name} on {worker}…")
+        if action == "unload":
             worker_model_unload(worker=worker, model=model)
-            messages.success(request, f"Unloading {model.name} from {worker}…")
-        else:
-            messages.error(request, "Unknown action.")
+            return _reply(request, messages.SUCCESS, f"Unloading {model.name} from {worker}…")
     except (ModelInUse, WorkerControlError) as exc:
-        messages.error(request, str(exc))
-    return redirect("models-admin")
+        return _reply(request, messages.ERROR, str(exc))
+    return _reply(request, messages.ERROR, "Unknown action.")

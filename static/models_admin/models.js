@@ -1,9 +1,15 @@
-// The model-admin page: live worker rows and download progress from /ws/models/
-// (worker.status and download.* events), Cancel through the socket's `cancel` frame, and a
-// confirmation before a model is deleted. Text only ever goes in with textContent.
+// The model-admin page: live worker rows, the workers that hold each model (with their Unload
+// buttons) and download progress from /ws/models/ (worker.* and download.* events), Cancel
+// through the socket's `cancel` frame, and a confirmation before a model is deleted. Text only
+// ever goes in with textContent.
 
 const workersTable = document.querySelector("#workers tbody");
 const downloadsTable = document.querySelector("#downloads-table tbody");
+const unloadTemplate = document.querySelector("#unload-form");
+// A worker that has not beaten for this long is gone (its presence record expires at 8 s).
+const GONE_AFTER_S = 8;
+// worker name -> its last worker.status event
+const workers = new Map();
 let socket = null;
 
 function size(bytes) {
@@ -51,6 +57,59 @@ function showWorker(event) {
   set("queue_depths", Object.entries(event.queue_depths).map(([q, n]) => `${q}: ${n}`).join(", "));
   const heartbeat = row.querySelector('[data-field="heartbeat"]');
   heartbeat.dataset.heartbeat = String(event.heartbeat);
+  const known = workers.has(event.worker);
+  workers.set(event.worker, event);
+  if (!known) addWorkerChoice(event.worker);
+  showHolders();
+}
+
+// A worker that started after the page was rendered can be chosen in every Load form.
+function addWorkerChoice(name) {
+  for (const select of document.querySelectorAll('.load-form select[name="worker"]')) {
+    if ([...select.options].some((option) => option.value === name)) continue;
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    select.append(option);
+  }
+}
+
+function liveWorkers() {
+  const now = Date.now() / 1000;
+  return [...workers.values()].filter((w) => now - w.heartbeat <= GONE_AFTER_S);
+}
+
+// "Held by" of each model: the live workers that hold it, each with its Unload button. A cell is
+// rebuilt only when its holders change, so a button is never replaced under the pointer.
+function showHolders() {
+  const live = liveWorkers();
+  for (const row of document.querySelectorAll("#local-models tr[data-model]")) {
+    const holders = live.filter((w) => w.models.includes(row.dataset.name)).map((w) => w.worker);
+    holders.sort();
+    const cell = row.querySelector('[data-field="holders"]');
+    if (cell.dataset.holders === holders.join(",")) continue;
+    cell.dataset.holders = holders.join(",");
+    cell.replaceChildren();
+    for (const worker of holders) {
+      const form = unloadTemplate.content.firstElementChild.cloneNode(true);
+      form.setAttribute("action", row.dataset.action); // form.action is its "action" input
+      form.querySelector('input[name="worker"]').value = worker;
+      form.querySelector('[data-field="worker"]').textContent = worker;
+      form.querySelector("button").setAttribute("aria-label", `Unload from ${worker}`);
+      cell.append(form);
+    }
+    if (!holders.length) cell.textContent = "—";
+  }
+}
+
+function showWorkerModel(event) {
+  if (event.type === "worker.loaded") {
+    flash(`${event.name} is loaded on ${event.worker} with a context of ${event.n_ctx} tokens.`, "success");
+    const loads = document.querySelector(`#local-models tr[data-model="${event.model}"] [data-field="loads"]`);
+    if (loads) loads.textContent = String(event.n_ctx);
+  }
+  else if (event.type === "worker.unloaded") flash(`${event.name} is unloaded from ${event.worker}.`, "success");
+  else flash(`${event.worker} could not load ${event.name}: ${event.error}`, "error");
 }
 
 function tickHeartbeats() {
@@ -60,6 +119,8 @@ function tickHeartbeats() {
     cell.textContent = age < 3 ? "just now" : `${Math.round(age)} s ago`;
     cell.closest("tr").classList.toggle("stale", age > 6);
   }
+  // Until the socket has told of a worker, the server's own "Held by" stands.
+  if (workers.size) showHolders();
 }
 
 function duration(seconds) {
@@ -149,6 +210,7 @@ function connect() {
   socket.addEventListener("message", (message) => {
     const event = JSON.parse(message.data);
     if (event.type === "worker.status") showWorker(event);
+    else if (event.type.startsWith("worker.")) showWorkerModel(event);
     else if (event.type.startsWith("download.")) showDownload(event);
     else if (event.type === "error") flash(event.message, "error");
   });
@@ -168,6 +230,31 @@ for (const form of document.querySelectorAll(".cancel-form")) {
     form.querySelector("button").disabled = true;
   });
 }
+
+// Load and Unload through fetch while the socket is open: the page stays, so it hears how the
+// job ends on the worker (worker.loaded, worker.unloaded, worker.load_failed). Without the
+// socket the form posts and the page comes back with the server's sentence.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest(".load-form, .unload-form");
+  if (!form || !socket || socket.readyState !== WebSocket.OPEN) return;
+  event.preventDefault();
+  const button = form.querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    const response = await fetch(form.getAttribute("action"), {
+      method: "POST",
+      body: new FormData(form),
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    const reply = await response.json();
+    flash(reply.message, reply.level);
+  } catch {
+    flash("The server cannot be reached; check the connection and try again.", "error");
+  } finally {
+    button.disabled = false;
+  }
+});
 
 for (const form of document.querySelectorAll(".delete-form")) {
   form.addEventListener("submit", (event) => {

@@ -1,40 +1,139 @@
-"""The model-admin page in a real browser: workers appear live from /ws/models/."""
+"""The model-admin page in a real browser: workers appear live from /ws/models/, and a model is
+loaded on a chosen worker, unloaded, refused and deleted from the page as an admin would."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from django.conf import settings
+from playwright.sync_api import Page, expect, sync_playwright
 
+from models_admin.models import LocalModel
+from models_admin.services import localmodel_register
 from tests.chat.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, start_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_the_admin_page_shows_models_and_live_workers(
-    staff: Any, default_model: Any, web_server: str, inference_worker: Any
-) -> None:
-    import os
-
-    from playwright.sync_api import sync_playwright
-
+@pytest.fixture
+def admin_page(staff: Any, web_server: str) -> Iterator[Page]:
+    # Playwright's sync API runs an event loop in this thread; the fixtures' own queries must
+    # not be refused because of it.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{web_server}/accounts/login/?next=/models/")
-        page.get_by_label("Username").fill("admin")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        expect(page.locator("#local-models")).to_contain_text(default_model.name)
-        row = page.locator('#workers tr[data-worker="test-inference"]')
-        expect(row).to_be_visible(timeout=10_000)
-        expect(row.locator('[data-field="heartbeat"]')).to_have_text("just now")
-        expect(page.locator("body[data-connected=true]")).to_be_attached()
-        Path(ARTIFACTS).mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "models-admin.png"), full_page=True)
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{web_server}/accounts/login/?next=/models/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("body[data-connected=true]")).to_be_attached()
+            yield page
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page_worker(log_dir: Path) -> Iterator[Any]:
+    child = start_worker("page-worker", log_dir)
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def vanished_model(default_model: LocalModel) -> LocalModel:
+    """A model whose file went away after it was registered (deleted by hand, a disk unplugged)."""
+    path = Path(settings.MODELS_DIR) / "vanished.gguf"
+    path.write_bytes(default_model.path.read_bytes())
+    model = localmodel_register(path=path, name="Vanished model", sha256=default_model.sha256)
+    path.unlink()
+    return model
+
+
+def test_the_admin_page_shows_models_and_live_workers(
+    default_model: Any, inference_worker: Any, admin_page: Page
+) -> None:
+    page = admin_page
+    expect(page.locator("#local-models")).to_contain_text(default_model.name)
+    row = page.locator('#workers tr[data-worker="test-inference"]')
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator('[data-field="heartbeat"]')).to_have_text("just now")
+    Path(ARTIFACTS).mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "models-admin.png"), full_page=True)
+
+
+def test_a_model_is_loaded_on_a_chosen_worker_and_unloaded_from_the_page(
+    second_model: LocalModel, admin_page: Page, page_worker: Any
+) -> None:
+    # The worker starts after the page was drawn: it appears in the Load form's choices.
+    page = admin_page
+    worker_row = page.locator('#workers tr[data-worker="page-worker"]')
+    expect(worker_row.locator('[data-field="models"]')).to_have_text("—", timeout=10_000)
+    rss_before = worker_row.locator('[data-field="rss_bytes"]').inner_text()
+
+    model_row = page.locator(f'#local-models tr[data-model="{second_model.pk}"]')
+    load = model_row.locator(".load-form")
+    load.get_by_label("Worker").select_option("page-worker")
+    load.get_by_label("Context").fill("1024")
+    load.get_by_role("button", name="Load").click()
+    expect(page.locator("#flashes")).to_contain_text("Loading SmolLM2 second copy on page-worker")
+    expect(page.locator("#flashes")).to_contain_text(
+        "SmolLM2 second copy is loaded on page-worker with a context of 1024 tokens.",
+        timeout=30_000,
+    )
+    expect(model_row.locator('[data-field="loads"]')).to_have_text("1024")
+    # The worker's row and the model's "Held by" follow without a reload.
+    expect(worker_row.locator('[data-field="models"]')).to_have_text(second_model.name)
+    holders = model_row.locator('[data-field="holders"]')
+    expect(holders).to_contain_text("page-worker")
+    expect(worker_row.locator('[data-field="rss_bytes"]')).not_to_have_text(rss_before)
+    second_model.refresh_from_db()
+    assert second_model.load_options["n_ctx"] == 1024
+    page.screenshot(path=str(ARTIFACTS / "models-loaded.png"), full_page=True)
+
+    # Deleting a loaded model is refused with what to do.
+    page.once("dialog", lambda dialog: dialog.accept())
+    model_row.get_by_role("button", name="Delete").click()
+    expect(page.locator(".flash.error")).to_contain_text(
+        "is loaded on page-worker; unload it there first"
+    )
+    expect(page.locator("body[data-connected=true]")).to_be_attached()
+
+    model_row = page.locator(f'#local-models tr[data-model="{second_model.pk}"]')
+    model_row.get_by_role("button", name="Unload from page-worker").click()
+    expect(page.locator("#flashes")).to_contain_text(
+        "SmolLM2 second copy is unloaded from page-worker.", timeout=30_000
+    )
+    expect(worker_row.locator('[data-field="models"]')).to_have_text("—")
+    expect(model_row.locator('[data-field="holders"]')).to_have_text("—")
+
+
+def test_a_load_that_fails_on_the_worker_is_told_and_a_delete_asks_first(
+    vanished_model: LocalModel, page_worker: Any, admin_page: Page
+) -> None:
+    page = admin_page
+    model_row = page.locator(f'#local-models tr[data-model="{vanished_model.pk}"]')
+    load = model_row.locator(".load-form")
+    load.get_by_label("Worker").select_option("page-worker")
+    load.get_by_role("button", name="Load").click()
+    expect(page.locator(".flash.error")).to_contain_text(
+        "page-worker could not load Vanished model: The file of model Vanished model is missing",
+        timeout=30_000,
+    )
+
+    # Dismissing the confirmation keeps the model; accepting deletes it.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    model_row.get_by_role("button", name="Delete").click()
+    expect(model_row).to_be_visible()
+    assert LocalModel.objects.filter(pk=vanished_model.pk).exists()
+    page.once("dialog", lambda dialog: dialog.accept())
+    model_row.get_by_role("button", name="Delete").click()
+    expect(page.locator(".flash").first).to_contain_text("Deleted Vanished model.")
+    expect(page.locator(f'#local-models tr[data-model="{vanished_model.pk}"]')).to_have_count(0)
