@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from models_admin.workers import PRESENCE_TTL
 from tests.processes import MANAGE, Child, free_port, wait_for
 
 
@@ -47,16 +49,22 @@ def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
         state = healthz(url)
         assert state["db"]["ok"] and state["redis"]["ok"] and state["workers"]["ok"]
 
-        # A crashed worker is started again.
-        before = inference_worker_names(url)
+        # A crashed worker is started again, under the same name.
+        (name,) = inference_worker_names(url)
+        assert name == f"{socket.gethostname()}-inference-1"
         (old_worker,) = [
             p
             for p in psutil.Process(serve.pid).children(recursive=True)
             if "inference_worker" in " ".join(p.cmdline())
         ]
         old_worker.kill()
+        killed = time.monotonic()
+        # The dead worker's presence lasts PRESENCE_TTL seconds; listed after that, the name is
+        # the new worker's.
         wait_for(
-            lambda: inference_worker_names(url) - before,
+            lambda: (
+                time.monotonic() - killed > PRESENCE_TTL + 1 and name in inference_worker_names(url)
+            ),
             timeout=60,
             what="a new inference worker after the old one was killed",
         )

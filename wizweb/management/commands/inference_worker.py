@@ -4,10 +4,16 @@ the same Redis and database (REDIS_URL, DATABASE_URL, and the model files in WIZ
 Without --model it serves the shared queues and loads whatever model a job asks for, within its
 memory budget. With --model it is pinned: it loads that model at once and serves only that
 model's queues, and every generation for that model is routed to the pinned workers.
+
+Its name (shown on the model-admin page and in `started` frames) is `<host>-<n>` by default: under
+`serve`, supervisord's process name (`inference-1`, ...), so a restarted worker keeps its name and
+its control queue; elsewhere a short random suffix.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from typing import Any
 
@@ -19,6 +25,12 @@ from models_admin.runtime import ModelLoadError, runtime
 from models_admin.workers import control_queue_name, generation_queue_names
 from wizweb.redis_server import redis_connection
 from wizweb.worker import InferenceWorker
+
+
+def default_worker_name() -> str:
+    # supervisord tells each child its process name in the environment.
+    suffix = os.environ.get("SUPERVISOR_PROCESS_NAME") or uuid.uuid4().hex[:6]
+    return f"{socket.gethostname()}-{suffix}"
 
 
 class Command(BaseCommand):
@@ -43,7 +55,7 @@ class Command(BaseCommand):
             except ModelLoadError as exc:
                 raise CommandError(str(exc)) from None
         connection = redis_connection()
-        name = name or uuid.uuid4().hex
+        name = name or default_worker_name()
         queues = [control_queue_name(name), *generation_queue_names(pinned.pk if pinned else None)]
         worker = InferenceWorker(queues, connection=connection, name=name)
         worker.pinned_model = pinned.pk if pinned else None

@@ -151,6 +151,7 @@ class Command(BaseCommand):
                     # cores spin against each other and every answer gets slower.
                     env={"WIZ_THREADS": str(self._threads_per_worker(workers))},
                     numprocs=workers,
+                    numprocs_start=1,
                     process_name="%(program_name)s-%(process_num)d",
                 )
             )
