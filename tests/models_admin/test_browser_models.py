@@ -137,3 +137,20 @@ def test_a_load_that_fails_on_the_worker_is_told_and_a_delete_asks_first(
     model_row.get_by_role("button", name="Delete").click()
     expect(page.locator(".flash").first).to_contain_text("Deleted Vanished model.")
     expect(page.locator(f'#local-models tr[data-model="{vanished_model.pk}"]')).to_have_count(0)
+
+
+@pytest.mark.parametrize("path", ["/", "/models/"])
+def test_a_staff_members_pages_fit_a_phone(
+    path: str, default_model: Any, web_server: str, admin_page: Page
+) -> None:
+    page = admin_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{web_server}{path}")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
+    # Staff have the most links in the top bar: every one stays on the screen.
+    for link in page.locator(".topbar a, .topbar button").all():
+        box = link.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, link
+    name = "models-phone.png" if path == "/models/" else "chat-phone-staff.png"
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
