@@ -55,10 +55,12 @@ function showWorker(event) {
   set("memory", `${size(event.memory_used_bytes)} / ${size(event.memory_budget_bytes)}`);
   set("host_available_bytes", size(event.host_available_bytes));
   set("queue_depths", Object.entries(event.queue_depths).map(([q, n]) => `${q}: ${n}`).join(", "));
-  const heartbeat = row.querySelector('[data-field="heartbeat"]');
-  heartbeat.dataset.heartbeat = String(event.heartbeat);
+  // Ages are counted from when this page heard a beat, not from the worker's clock: a phone or
+  // a worker machine whose clock is off would otherwise show every worker as gone.
+  const heardAt = Date.now() / 1000;
+  row.querySelector('[data-field="heartbeat"]').dataset.heartbeat = String(heardAt);
   const known = workers.has(event.worker);
-  workers.set(event.worker, event);
+  workers.set(event.worker, { ...event, heardAt });
   if (!known) addWorkerChoice(event.worker);
   showHolders();
 }
@@ -76,7 +78,7 @@ function addWorkerChoice(name) {
 
 function liveWorkers() {
   const now = Date.now() / 1000;
-  return [...workers.values()].filter((w) => now - w.heartbeat <= GONE_AFTER_S);
+  return [...workers.values()].filter((w) => now - w.heardAt <= GONE_AFTER_S);
 }
 
 // "Held by" of each model: the live workers that hold it, each with its Unload button. A cell is

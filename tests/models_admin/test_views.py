@@ -84,6 +84,17 @@ def test_it_refuses_to_delete_a_loaded_model_and_loads_on_a_worker(
             follow=True,
         )
         assert "n_batch must be" in bad.content.decode()
+        # The page's script asks for JSON, so it can stay on the page and hear the outcome.
+        answered = client.post(
+            f"/models/{second_model.pk}/",
+            {"action": "load", "worker": "nobody"},
+            headers={"Accept": "application/json"},
+        )
+        assert answered.status_code == 400
+        assert answered.json() == {
+            "level": "error",
+            "message": "There is no live inference worker named 'nobody'.",
+        }
     finally:
         worker.stop()
 
