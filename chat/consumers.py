@@ -205,6 +205,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.last_seq[message_id] = after
         self.finished.discard(message_id)
         await self.catch_up(message_id)
+        queued = await database_sync_to_async(services.queued_frame)(message_id)
+        if queued is not None:
+            await self.send_frame(queued)
 
     async def on_abort(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")

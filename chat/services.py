@@ -95,6 +95,15 @@ def queue_position(message: Message) -> int:
     return ids.index(message.id) + 1 if message.id in ids else 1
 
 
+def queued_frame(message_id: uuid.UUID | str) -> dict[str, Any] | None:
+    """The `queued` frame of a generation still waiting, for a socket that subscribes to it
+    (a page loaded or reconnected while it waits); None once it has started."""
+    message = Message.objects.filter(pk=message_id, state=Message.State.QUEUED).first()
+    if message is None:
+        return None
+    return {"type": "queued", "message": str(message.id), "position": queue_position(message)}
+
+
 def queue_position_frames() -> list[tuple[str, dict[str, Any]]]:
     """A `queued` frame for every waiting generation, for its group (positions shift when one
     starts, is aborted, or a higher tier arrives)."""

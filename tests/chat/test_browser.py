@@ -4,37 +4,26 @@ real worker: log in, send a prompt, watch it stream, reload and find it again.""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Page, WebSocket, expect
 
+from tests.browser import ARTIFACTS, chromium
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
 
 @pytest.fixture
 def page(owner: Any, default_model: Any) -> Iterator[Page]:
-    # Playwright's sync API runs an event loop in this thread; the rows the test needs exist
-    # already, and Django must not refuse the fixtures' teardown queries because of that loop.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         yield context.new_page()
         context.close()
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def shown_words(text: str) -> list[str]:
@@ -104,7 +93,6 @@ def test_it_streams_an_answer_and_keeps_it_after_a_reload(
         f"\nbrowser: time to first token {(first_chunk_at - sent_at) * 1000:.0f} ms, "
         f"{done['timings']['tokens_per_s']:.1f} tokens/s on the worker"
     )
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-desktop.png"), full_page=True)
 
     expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))

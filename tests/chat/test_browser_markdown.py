@@ -5,24 +5,17 @@ it changes. Known text is written straight to the database; the streaming test u
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Page, WebSocket, expect
 
 from chat.models import Conversation, Message
-from tests.chat.test_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    log_in,
-    markdown_words,
-    shown_words,
-)
+from tests.browser import ARTIFACTS, chromium
+from tests.chat.test_browser import log_in, markdown_words, shown_words
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -89,16 +82,11 @@ RENDER_FRESH = """async (text) => {
 
 @pytest.fixture
 def page(owner: User, default_model: Any, web_server: str) -> Iterator[Page]:
-    # As in test_browser: the test writes rows while Playwright's event loop runs in this thread.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server)
         yield context.new_page()
         context.close()
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def conversation_with(owner: User, *turns: tuple[str, str]) -> Conversation:
@@ -165,7 +153,6 @@ def test_it_renders_markdown_and_highlights_code_with_a_copy_button(
     assert page.evaluate("navigator.clipboard.readText()") == CODE
     expect(content.locator(".copy-code")).to_have_attribute("data-label", "Copy")
 
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "markdown-desktop.png"))
 
     # On a phone the long code line scrolls inside its block; the page itself never scrolls
@@ -278,5 +265,4 @@ def test_it_renders_a_streamed_answer_as_its_saved_text_and_leaves_history_alone
     assert 1 <= renders["streaming"] <= len(chunks), renders
     earlier_code = page.locator("li.message.assistant").first.locator("pre > code")
     expect(earlier_code).to_have_class(re.compile(r"\bhljs\b"))
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "markdown-streamed.png"))

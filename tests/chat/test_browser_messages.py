@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
 
 from chat.models import Conversation, Message
-from tests.chat.test_browser import ARTIFACTS, log_in, markdown_words, page, shown_words
+from tests.browser import ARTIFACTS
+from tests.chat.test_browser import log_in, markdown_words, page, shown_words
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -230,7 +231,6 @@ def test_it_is_usable_on_a_phone(
         expect(control).to_be_in_viewport()
         box = control.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-phone-answer.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
     page.screenshot(path=str(ARTIFACTS / "chat-desktop-answer.png"))
@@ -283,3 +283,37 @@ def test_a_conversation_written_to_moves_to_the_top_of_the_sidebar(
     expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
     page.reload()
     expect(entries.first).to_have_attribute("data-conversation", older)
+
+
+def test_a_waiting_answer_shows_its_place_in_the_queue(
+    page: Page, web_server: str, owner: Any, inference_worker: Any
+) -> None:
+    # One worker: while it writes the first answer, the next two wait, each in its own tab.
+    open_conversation(page, web_server, owner, LONG_ANSWER)
+    tabs = [page]
+    for settings in (LONG_ANSWER, SHORT_ANSWER):
+        tab = page.context.new_page()
+        conversation = Conversation.objects.create(owner=owner, title="Test", settings=settings)
+        tab.goto(f"{web_server}/c/{conversation.id}/")
+        expect(tab.locator("body[data-connected=true]")).to_be_attached(timeout=15_000)
+        tabs.append(tab)
+    first = send(tabs[0], LONG_PROMPT)
+    expect(first).to_have_attribute("data-state", "running", timeout=60_000)
+    second = send(tabs[1], LONG_PROMPT)
+    expect(second.locator(".meta")).to_have_text("Waiting in the queue (position 1)…")
+    third = send(tabs[2], "Name a planet.")
+    expect(third.locator(".meta")).to_have_text("Waiting in the queue (position 2)…")
+
+    # A page opened while the answer waits learns its place at once.
+    tabs[2].reload()
+    third = tabs[2].locator("li.message.assistant").last
+    expect(third.locator(".meta")).to_have_text("Waiting in the queue (position 2)…")
+
+    # Places move up as the answers ahead end.
+    tabs[0].get_by_role("button", name="Stop").click()
+    expect(first).to_have_attribute("data-state", "aborted", timeout=10_000)
+    expect(third.locator(".meta")).to_have_text("Waiting in the queue (position 1)…")
+    expect(second).to_have_attribute("data-state", "running", timeout=10_000)
+    tabs[1].get_by_role("button", name="Stop").click()
+    expect(third).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(third.locator(".meta")).to_contain_text("tok/s")

@@ -13,8 +13,9 @@ from playwright.sync_api import Page, expect
 
 from chat.models import Conversation, Message, SystemPromptPreset
 from models_admin.models import LocalModel
+from tests.browser import ARTIFACTS
 from tests.chat import test_browser
-from tests.chat.test_browser import ARTIFACTS, log_in
+from tests.chat.test_browser import log_in
 from tests.conftest import SECOND_MODEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -71,7 +72,6 @@ def test_the_settings_go_with_the_first_prompt_and_stay_with_the_conversation(
     expect(page.locator("#settings-summary")).to_have_text(
         f"{default_model.name} · temperature 0 · max tokens 5 · seed 42"
     )
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "settings-desktop.png"))
 
     answer = send(page, "Tell me a long story about a brave knight and a dragon.")
@@ -282,7 +282,6 @@ def test_every_setting_has_a_label_and_is_reached_with_tab(
 
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.get_by_label("Message")).to_be_visible()
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "settings-phone-open.png"))
     summary.click()
     expect(page.get_by_label("Temperature")).to_be_hidden()

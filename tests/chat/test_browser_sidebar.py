@@ -16,8 +16,9 @@ from playwright.sync_api import Page, expect
 
 from chat.models import Conversation, Message
 from chat.selectors import SIDEBAR_PAGE
+from tests.browser import ARTIFACTS
 from tests.chat import test_browser
-from tests.chat.test_browser import ARTIFACTS, log_in
+from tests.chat.test_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -339,7 +340,6 @@ def test_it_loads_a_long_history_in_pages_as_the_list_is_scrolled(
         f"{navigation['dcl']:.0f} ms, load {navigation['load']:.0f} ms, "
         f"{navigation['bytes'] / 1024:.0f} KiB); last API page {deep_page_in * 1000:.0f} ms"
     )
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sidebar-desktop.png"))
 
 
@@ -355,7 +355,6 @@ def test_on_a_phone_the_list_folds_behind_a_conversations_button(
     expect(toggle).to_have_attribute("aria-expanded", "false")
     expect(page.get_by_role("link", name="Chat number 0")).to_be_hidden()
     expect(page.get_by_label("Message")).to_be_in_viewport()
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sidebar-phone-closed.png"))
 
     toggle.click()
@@ -385,7 +384,6 @@ def test_each_entry_is_worked_from_the_keyboard(page: Page, web_server: str, own
     page.keyboard.press("Enter")
     expect(menu_button).to_have_attribute("aria-expanded", "true")
     expect(page.get_by_role("button", name="Rename")).to_be_focused()
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sidebar-menu-desktop.png"))
     reached = []
     for _ in range(3):

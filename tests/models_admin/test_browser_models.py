@@ -3,18 +3,17 @@ loaded on a chosen worker, unloaded, refused and deleted from the page as an adm
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from models_admin.models import LocalModel
 from models_admin.services import localmodel_register
-from tests.chat.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
+from tests.browser import ARTIFACTS, chromium
 from tests.conftest import PASSWORD, start_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -22,22 +21,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def admin_page(staff: Any, web_server: str) -> Iterator[Page]:
-    # Playwright's sync API runs an event loop in this thread; the fixtures' own queries must
-    # not be refused because of it.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{web_server}/accounts/login/?next=/models/")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            expect(page.locator("body[data-connected=true]")).to_be_attached()
-            yield page
-            browser.close()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{web_server}/accounts/login/?next=/models/")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("body[data-connected=true]")).to_be_attached()
+        yield page
 
 
 @pytest.fixture
@@ -65,7 +56,6 @@ def test_the_admin_page_shows_models_and_live_workers(
     row = page.locator('#workers tr[data-worker="test-inference"]')
     expect(row).to_be_visible(timeout=10_000)
     expect(row.locator('[data-field="heartbeat"]')).to_have_text("just now")
-    Path(ARTIFACTS).mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "models-admin.png"), full_page=True)
 
 
