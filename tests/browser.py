@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connections
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -34,3 +34,14 @@ def chromium() -> Iterator[Browser]:
                 browser.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def admin_log_in(page: Page, base_url: str) -> None:
+    """Log in as the `staff` fixture's user and land on the model-admin page, its socket open."""
+    from tests.conftest import PASSWORD
+
+    page.goto(f"{base_url}/accounts/login/?next=/models/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("body[data-connected=true]")).to_be_attached()

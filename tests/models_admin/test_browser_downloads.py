@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import ARTIFACTS, chromium
-from tests.conftest import PASSWORD, daphne_start
+from tests.browser import ARTIFACTS, admin_log_in, chromium
+from tests.conftest import daphne_start
 from tests.hub_server import FakeHub
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO
 
@@ -43,10 +43,7 @@ def test_a_download_from_the_page_shows_a_moving_bar_cancels_and_resumes(
     hub.throttle_bytes_per_s = 6 * MB
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{hub_web_server}/accounts/login/?next=/models/")
-        page.get_by_label("Username").fill("admin")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
+        admin_log_in(page, hub_web_server)
 
         page.get_by_label("Search GGUF repos").fill("wiz-test")
         page.get_by_role("button", name="Search").click()

@@ -13,8 +13,8 @@ from playwright.sync_api import Page, expect
 
 from models_admin.models import LocalModel
 from models_admin.services import localmodel_register
-from tests.browser import ARTIFACTS, chromium
-from tests.conftest import PASSWORD, start_worker
+from tests.browser import ARTIFACTS, admin_log_in, chromium
+from tests.conftest import start_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,11 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def admin_page(staff: Any, web_server: str) -> Iterator[Page]:
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{web_server}/accounts/login/?next=/models/")
-        page.get_by_label("Username").fill("admin")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        expect(page.locator("body[data-connected=true]")).to_be_attached()
+        admin_log_in(page, web_server)
         yield page
 
 
