@@ -3,6 +3,7 @@ downloads from the Hub (starting, joining, cancelling, reviving and running them
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
@@ -420,6 +421,11 @@ def _failure_message(download: Download, exc: Exception) -> str:
         return (
             f"The Hub refused the transfer of {download.filename} ({exc.response.status_code}); "
             "ask for it again later to resume."
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (
+            f"The models disk filled up while {download.filename} arrived; free some space "
+            "(delete a model you no longer use), then ask for it again to resume."
         )
     if isinstance(exc, OSError):
         return (

@@ -114,6 +114,24 @@ def test_a_checksum_mismatch_fails_the_download_and_deletes_the_file(
     assert not LocalModel.objects.filter(file=failed.file).exists()
 
 
+def test_a_disk_that_fills_up_mid_file_fails_the_download_with_what_to_do(hub: FakeHub) -> None:
+    download, _ = download_start(repo_id=TINY_REPO, filename=TINY_FILE, enqueue=False)
+    # /dev/full takes no byte: every write fails with ENOSPC, as on a disk that filled up
+    # after the download was let in.
+    download.part_path.parent.mkdir(parents=True, exist_ok=True)
+    download.part_path.symlink_to("/dev/full")
+
+    failed = run_here(download)
+
+    assert failed.state == "failed"
+    assert failed.error == (
+        f"The models disk filled up while {TINY_FILE} arrived; free some space (delete a model "
+        "you no longer use), then ask for it again to resume."
+    )
+    assert not failed.path.exists()
+    assert failed.local_model is None
+
+
 def test_it_refuses_when_the_disk_lacks_room(hub: FakeHub) -> None:
     room_mb = disk_room_bytes() // MB
     # A reserve that leaves less room than the 4 MB file needs, on the real disk.
