@@ -6,7 +6,7 @@ that fails on the worker (a file gone, llama.cpp refusing it) would otherwise go
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 from rq import get_current_job
 
@@ -16,9 +16,11 @@ from models_admin.runtime import ModelLoadError, runtime
 from models_admin.workers import MODELS_GROUP
 from wizweb.channels_sender import ChannelSender, channel_sender
 
+WorkerModelEvent = Literal["worker.loaded", "worker.unloaded", "worker.load_failed"]
+
 
 class WorkerModelFrame(TypedDict):
-    type: Literal["worker.loaded", "worker.unloaded", "worker.load_failed"]
+    type: WorkerModelEvent
     worker: str
     model: int
     name: str
@@ -27,7 +29,12 @@ class WorkerModelFrame(TypedDict):
 
 
 def _tell(
-    sender: ChannelSender, kind: Any, model: LocalModel, *, n_ctx: int = 0, error: str = ""
+    sender: ChannelSender,
+    kind: WorkerModelEvent,
+    model: LocalModel,
+    *,
+    n_ctx: int = 0,
+    error: str = "",
 ) -> None:
     job = get_current_job()
     frame: WorkerModelFrame = {

@@ -242,19 +242,26 @@ document.addEventListener("submit", async (event) => {
   event.preventDefault();
   const button = form.querySelector('button[type="submit"]');
   button.disabled = true;
+  let response;
   try {
-    const response = await fetch(form.getAttribute("action"), {
+    response = await fetch(form.getAttribute("action"), {
       method: "POST",
       body: new FormData(form),
       headers: { Accept: "application/json" },
       credentials: "same-origin",
     });
+  } catch {
+    flash("The server cannot be reached; check the connection and try again.", "error");
+    button.disabled = false;
+    return;
+  }
+  button.disabled = false;
+  try {
     const reply = await response.json();
     flash(reply.message, reply.level);
   } catch {
-    flash("The server cannot be reached; check the connection and try again.", "error");
-  } finally {
-    button.disabled = false;
+    // Not our JSON: a session that expired (the login page) or a server error.
+    flash(`The server answered ${response.status}; reload the page and try again.`, "error");
   }
 });
 
