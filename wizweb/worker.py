@@ -28,6 +28,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from chat.generation import generation_abort_current
 from chat.services import generations_reap
+from models_admin.download_events import models_group_message
 from models_admin.runtime import runtime
 from models_admin.workers import (
     MODELS_GROUP,
@@ -101,7 +102,7 @@ class InferenceWorker(SimpleWorker):
     def _publish(self) -> None:
         state = self.state()
         worker_state_publish(self.connection, state)
-        channel_sender.send(MODELS_GROUP, {"type": "models.event", "event": state.as_frame()})
+        channel_sender.send(MODELS_GROUP, models_group_message(state.as_frame()))
 
     def _beat(self) -> None:
         last_reap = last_rq_beat = 0.0
