@@ -15,11 +15,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from chat.grammar import GrammarError
 
 # Used when a model's GGUF has no chat template: ChatML, what most small chat models speak.
 FALLBACK_CHAT_TEMPLATE = (
@@ -27,6 +30,10 @@ FALLBACK_CHAT_TEMPLATE = (
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+class GenerationAborted(Exception):
+    """Stopped before its first token (while its prompt was being measured)."""
 
 
 class PromptTooLong(Exception):
@@ -129,6 +136,38 @@ class Engine:
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
         )
         self._lock = threading.Lock()
+        self.reuses_prefix = self._prefix_reuse_is_exact()
+
+    def _prefix_reuse_is_exact(self) -> bool:
+        """Whether a prompt evaluated in pieces (a cached prefix, then the rest) gives exactly
+        the logits of the same prompt evaluated whole, on this machine's llama.cpp kernels.
+
+        "The same seed gives the same text" must hold whether or not a conversation's prefix
+        was still in the context. llama.cpp's CPU kernels compute each token's row the same
+        whatever the batch around it (measured for SmolLM2 on AVX2 and AVX-512, at batch sizes
+        1 to 512), so reuse is exact; a backend whose kernels depend on the batch shape would
+        break the promise, and then every prompt is evaluated afresh instead."""
+        llama = self.llama
+        tokens = llama.tokenize(b"A short text to check that split evaluation is exact.") * 4
+        tokens = tokens[: min(len(tokens), self.n_ctx // 2, 64)]
+        vocab = llama.n_vocab()
+
+        def logits(*pieces: list[int]) -> numpy.ndarray:
+            llama.reset()
+            for piece in pieces:
+                llama.eval(piece)
+            row = llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1)
+            return numpy.ctypeslib.as_array(row, shape=(vocab,)).copy()
+
+        try:
+            whole = logits(tokens)
+            exact = all(
+                numpy.array_equal(logits(tokens[:cut], tokens[cut:]), whole)
+                for cut in (len(tokens) - 1, 16)
+            )
+        finally:
+            llama.reset()
+        return exact
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The tokens the model will read for this request, response prefix included."""
@@ -147,13 +186,17 @@ class Engine:
         )
         return tokens + self._prefix_tokens(prefix)
 
-    def fit(self, request: GenerationRequest) -> tuple[list[int], Trimmed | None]:
+    def fit(
+        self, request: GenerationRequest, *, aborted: Callable[[], bool] = lambda: False
+    ) -> tuple[list[int], Trimmed | None]:
         """The prompt's tokens, leaving room for an answer in the context window.
 
-        Policy: the system prompt and the newest turn always stay; the oldest other turns are
-        left out, one message at a time, until the prompt leaves room for `max_tokens` (or a
-        quarter of the window, whichever is smaller). A newest turn that cannot fit even alone
-        raises PromptTooLong.
+        Policy: the system prompt and the newest turn always stay; the fewest oldest other
+        turns are left out for the prompt to leave room for `max_tokens` (or a quarter of the
+        window, whichever is smaller). A newest turn that cannot fit even alone raises
+        PromptTooLong. The number to leave out is found by bisection, so a history of n turns
+        is formatted and tokenized about log2(n) times, not n times; `aborted` is asked between
+        tries so that a stop is heard while a long history is measured.
         """
         sampling = request.sampling
         room = min(sampling.max_tokens, self.n_ctx // 4)
@@ -165,17 +208,35 @@ class Engine:
         full = len(tokens)
         system = [m for m in request.messages[:1] if m["role"] == "system"]
         turns = request.messages[len(system) :]
-        dropped = 0
-        while len(turns) > 1 and len(tokens) + room > self.n_ctx:
-            turns = turns[1:]
-            dropped += 1
-            tokens = self._chat_tokens(system + turns, sampling.response_prefix)
-        if len(tokens) >= self.n_ctx:
-            raise PromptTooLong(len(tokens), self.n_ctx)
-        return tokens, Trimmed(turns=dropped, tokens=full - len(tokens)) if dropped else None
+
+        def tokens_without(dropped: int) -> list[int]:
+            if aborted():
+                raise GenerationAborted
+            return self._chat_tokens(system + turns[dropped:], sampling.response_prefix)
+
+        # Leaving out `fits` turns is enough, leaving out `short` is not.
+        short, fits = 0, len(turns) - 1
+        best = tokens_without(fits) if fits > 0 else tokens
+        if len(best) + room > self.n_ctx:
+            if len(best) >= self.n_ctx:
+                raise PromptTooLong(len(best), self.n_ctx)
+            short = fits  # even the newest turn alone leaves less room than asked: keep it
+        while fits - short > 1:
+            middle = (short + fits) // 2
+            candidate = tokens_without(middle)
+            if len(candidate) + room <= self.n_ctx:
+                fits, best = middle, candidate
+            else:
+                short = middle
+        if fits == 0:
+            return tokens, None
+        return best, Trimmed(turns=fits, tokens=full - len(best))
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens are already evaluated in the context (llama.cpp reuses them)."""
+        if not self.reuses_prefix:
+            self.llama.n_tokens = 0  # llama-cpp-python then evaluates the whole prompt
+            return 0
         evaluated = self.llama.input_ids[: self.llama.n_tokens]
         same = 0
         for a, b in zip(evaluated, tokens[:-1], strict=False):
@@ -183,6 +244,23 @@ class Engine:
                 break
             same += 1
         return same
+
+    def grammar_check(self, grammar: str) -> None:
+        """Build the grammar's sampler once against this model's vocabulary and free it.
+
+        llama.cpp answers a grammar it refuses with a null sampler, which llama-cpp-python
+        would use and crash the worker with; `chat.grammar.grammar_check` has refused every
+        such grammar before it got here, except a token literal (`<name>`) that is not one
+        token of this model, which only the vocabulary can tell."""
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._vocab, grammar.encode("utf-8"), b"root"
+        )
+        if not sampler:
+            raise GrammarError(
+                "The grammar was refused by llama.cpp for this model: a token literal (<...>) "
+                "that is not one token of its vocabulary, most likely; check the grammar."
+            )
+        llama_cpp.llama_sampler_free(sampler)
 
     def submit(self, request: GenerationRequest) -> Generation:
         return Generation(self, request)
@@ -208,17 +286,30 @@ class Generation:
     def _run(self, llama: llama_cpp.Llama) -> Iterator[Event]:
         sampling = self.request.sampling
         started = time.perf_counter()
-        tokens, trimmed = self.engine.fit(self.request)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbelow(2**31)
+        try:
+            tokens, trimmed = self.engine.fit(self.request, aborted=self._abort.is_set)
+        except GenerationAborted:
+            yield Finished(
+                content="",
+                finish_reason="aborted",
+                prompt_tokens=0,
+                completion_tokens=0,
+                prompt_ms=0.0,
+                generation_ms=0.0,
+                seed=seed,
+                cached_tokens=0,
+                trimmed=None,
+            )
+            return
         cached = self.engine.cached_prefix(tokens)
         max_tokens = min(sampling.max_tokens, self.engine.n_ctx - len(tokens))
 
-        seed = sampling.seed if sampling.seed is not None else secrets.randbelow(2**31)
         llama.set_seed(seed)
-        grammar = (
-            llama_cpp.LlamaGrammar.from_string(sampling.grammar, verbose=False)
-            if sampling.grammar
-            else None
-        )
+        grammar = None
+        if sampling.grammar:
+            self.engine.grammar_check(sampling.grammar)
+            grammar = llama_cpp.LlamaGrammar.from_string(sampling.grammar, verbose=False)
 
         text = sampling.response_prefix
         sent = 0  # characters of `text` already yielded

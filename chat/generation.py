@@ -20,6 +20,7 @@ from chat.engine import (
     PromptTooLong,
     TextDelta,
 )
+from chat.grammar import GrammarError
 from chat.models import Message
 from chat.options import GenerationOptions
 from chat.services import queue_position_frames
@@ -173,7 +174,7 @@ def generation_run(
         finished, tool_calls = _answer(
             engine, message, options, connection=connection, on_text=on_text
         )
-    except (PromptTooLong, ModelLoadError) as exc:
+    except (PromptTooLong, ModelLoadError, GrammarError) as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("Generation of message %s failed", message.id)

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
 from chat.engine import Sampling
+from chat.grammar import GrammarError, grammar_check, json_object_grammar, schema_to_grammar
 from chat.tools import ToolRequest, ToolsError, tools_parse
 
 PRIORITIES = ("high", "normal", "low")
 MAX_STOP_STRINGS = 4
 MAX_SYSTEM_PROMPT_CHARS = 20_000
-MAX_GRAMMAR_CHARS = 20_000
 
 
 class InvalidOptions(ValueError):
@@ -64,15 +63,13 @@ def _stop(value: Any) -> tuple[str, ...]:
 
 
 def _grammar_from_response_format(value: Any) -> str | None:
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
     if not isinstance(value, dict) or "type" not in value:
         raise InvalidOptions("response_format", 'must be an object with a "type".')
     kind = value["type"]
     if kind == "text":
         return None
     if kind == "json_object":
-        return JSON_GBNF
+        return json_object_grammar()
     if kind == "json_schema":
         wrapper = value.get("json_schema")
         schema = wrapper.get("schema") if isinstance(wrapper, dict) else None
@@ -81,23 +78,19 @@ def _grammar_from_response_format(value: Any) -> str | None:
                 "response_format", 'json_schema needs {"json_schema": {"schema": {...}}}.'
             )
         try:
-            return json_schema_to_gbnf(json.dumps(schema))
-        except Exception as exc:  # the converter raises bare Exceptions on bad schemas
-            raise InvalidOptions(
-                "response_format", f"the JSON schema cannot be used: {exc}"
-            ) from None
+            return schema_to_grammar(schema)
+        except GrammarError as exc:
+            raise InvalidOptions("response_format", f"the JSON schema {exc}") from None
     raise InvalidOptions("response_format", 'type must be "text", "json_object" or "json_schema".')
 
 
-def _grammar(value: Any) -> str:
-    from llama_cpp import LlamaGrammar
-
-    text = _text("grammar", value, MAX_GRAMMAR_CHARS)
+def _grammar(value: Any) -> str | None:
+    if isinstance(value, str) and not value.strip():
+        return None  # what llama.cpp makes of "" too
     try:
-        LlamaGrammar.from_string(text, verbose=False)
-    except ValueError as exc:
-        raise InvalidOptions("grammar", f"is not valid GBNF: {exc}") from None
-    return text
+        return grammar_check(value)
+    except GrammarError as exc:
+        raise InvalidOptions("grammar", str(exc)) from None
 
 
 def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOptions:

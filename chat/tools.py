@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chat.engine import GenerationRequest, Sampling
+from chat.grammar import GrammarError, schema_to_grammar
 
 MAX_TOOLS = 32
 YES_NO_GRAMMAR = 'root ::= "yes" | "no"'
@@ -107,8 +108,6 @@ def tools_parse(tools: Any, tool_choice: Any) -> ToolRequest | None:
 
 
 def _call_grammar(tools: tuple[ToolSpec, ...]) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     calls = [
         {
             "type": "object",
@@ -119,9 +118,9 @@ def _call_grammar(tools: tuple[ToolSpec, ...]) -> str:
     ]
     schema = {"type": "array", "items": {"anyOf": calls}, "minItems": 1, "maxItems": 4}
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # the converter raises bare Exceptions on schemas it cannot use
-        raise ToolsError("tools", f"a parameters schema cannot be used: {exc}") from None
+        return schema_to_grammar(schema)
+    except GrammarError as exc:
+        raise ToolsError("tools", f"the parameters schemas: {exc}") from None
 
 
 def _tool_list(tools: tuple[ToolSpec, ...]) -> str:

@@ -50,6 +50,42 @@ def test_it_gives_the_same_text_for_the_same_seed(engine: Engine) -> None:
     assert first != other
 
 
+def chat(engine: Engine, messages: list[dict[str, str]], seed: int) -> Finished:
+    request = GenerationRequest(
+        messages=messages, sampling=Sampling(seed=seed, temperature=1.0, max_tokens=16)
+    )
+    finished = list(engine.submit(request).events())[-1]
+    assert isinstance(finished, Finished)
+    return finished
+
+
+def test_it_gives_the_same_text_for_a_seed_whether_the_prefix_was_cached_or_not(
+    engine: Engine,
+) -> None:
+    # Where llama.cpp's kernels make split evaluation inexact, nothing is reused instead.
+    reused = 20 if engine.reuses_prefix else 0
+    history = [
+        {"role": "system", "content": "You are a friendly guide to the sea."},
+        {"role": "user", "content": "What lives in a rock pool?"},
+        {"role": "assistant", "content": "Crabs, anemones, limpets and small fish."},
+        {"role": "user", "content": "Which of them is the oldest kind?"},
+    ]
+    unrelated = [{"role": "user", "content": "Name three mountains."}]
+    for seed in range(20):
+        chat(engine, unrelated, seed)  # nothing of the history is left in the context
+        uncached = chat(engine, history, seed)
+        assert uncached.cached_tokens < 10  # the template's first tokens, at most
+        # The first turns are still in the context: only the rest is evaluated.
+        partly = chat(engine, history[:2], seed)
+        assert partly.cached_tokens >= reused
+        cached = chat(engine, history, seed)
+        assert cached.cached_tokens >= min(reused, partly.prompt_tokens - 1)
+        assert cached.content == uncached.content, seed
+        again = chat(engine, history, seed)  # the whole prompt cached
+        assert again.cached_tokens == (again.prompt_tokens - 1 if reused else 0)
+        assert again.content == uncached.content, seed
+
+
 def test_it_stops_at_max_tokens(engine: Engine) -> None:
     _, finished = run(engine, "Count from one to fifty in words.", seed=1, max_tokens=5)
     assert finished.finish_reason == "length"
@@ -139,3 +175,42 @@ def test_it_completes_a_raw_prompt_without_a_template(engine: Engine) -> None:
     assert isinstance(finished, Finished)
     assert finished.prompt_tokens == len(engine.llama.tokenize(b"The capital of France is"))
     assert finished.completion_tokens >= 1
+
+
+def turns(count: int) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": "Be brief."}]
+    for index in range(count):
+        messages.append({"role": "user", "content": f"Question number {index} about rivers?"})
+        messages.append({"role": "assistant", "content": f"Answer number {index}: they flow."})
+    messages.append({"role": "user", "content": "And the newest question?"})
+    return messages
+
+
+def test_it_leaves_out_the_fewest_oldest_turns_measuring_the_history_a_few_times() -> None:
+    llama = llama_cpp.Llama(model_path=str(model_file()), n_ctx=512, verbose=False)
+    small = Engine(llama, chat_template=llama.metadata["tokenizer.chat_template"])
+    formatted = []
+    measure = small._chat_tokens
+
+    def counting(messages: list[dict[str, str]], prefix: str) -> list[int]:
+        formatted.append(len(messages))
+        return measure(messages, prefix)
+
+    small._chat_tokens = counting  # type: ignore[method-assign]
+    messages = turns(400)
+    request = GenerationRequest(messages=messages, sampling=Sampling(max_tokens=64))
+    tokens, trimmed = small.fit(request)
+    assert trimmed is not None
+    assert len(tokens) + 64 <= small.n_ctx
+    # The fewest: keeping one more turn would not leave the room asked for.
+    one_more = [messages[0], *messages[1:][trimmed.turns - 1 :]]
+    assert len(measure(one_more, "")) + 64 > small.n_ctx
+    assert trimmed.tokens == len(measure(messages, "")) - len(tokens)
+    assert len(formatted) <= 14, "bisection, not one try per turn"
+    # A stop is heard while a long history is measured.
+    generation = small.submit(GenerationRequest(messages=turns(2000)))
+    generation.abort()
+    (finished,) = list(generation.events())
+    assert isinstance(finished, Finished)
+    assert finished.finish_reason == "aborted"
+    llama.close()
