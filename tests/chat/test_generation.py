@@ -98,6 +98,34 @@ async def test_grammar_constrains_the_answer(owner: Any, baseline: str) -> None:
     assert done["content"] in ("yes", "no")
 
 
+async def test_a_bad_grammar_is_refused_and_never_reaches_the_worker(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    await socket.send_json_to(
+        {"type": "prompt", "content": "hi", "options": {"grammar": "root ::= ( "}}
+    )
+    frame = await socket.receive_json_from(timeout=10)
+    await socket.disconnect()
+    assert frame["code"] == "invalid_options"
+    assert frame["key"] == "grammar"
+    assert "not valid GBNF" in frame["message"]
+    assert not await Message.objects.aexists()
+
+
+async def test_a_grammar_the_model_refuses_fails_that_answer_not_the_worker(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    # Whether <...> is one token only the model knows: the worker asks llama.cpp, which would
+    # have handed llama-cpp-python a null sampler (SIGSEGV) for this grammar.
+    done = await answer(owner, "Hi", **{**BASE, "grammar": "root ::= <surely-not-one-token>"})
+    assert done["finish_reason"] == "error"
+    assert "refused by llama.cpp for this model" in done["error"]
+    assert inference_worker.process.poll() is None
+    after = await answer(owner, "Do cats purr?", **{**BASE, "grammar": 'root ::= "yes" | "no"'})
+    assert after["content"] in ("yes", "no")
+
+
 SCHEMA = {
     "type": "object",
     "properties": {
