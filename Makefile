@@ -32,7 +32,7 @@ test: lint model browser
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy wizweb chat models_admin
+	$(VENV)/bin/mypy wizweb chat models_admin inference
 
 format: install
 	$(VENV)/bin/ruff format .

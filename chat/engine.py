@@ -23,6 +23,7 @@ import numpy
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.grammar import GrammarError
+from inference.text import TextAssembler
 
 # Used when a model's GGUF has no chat template: ChatML, what most small chat models speak.
 FALLBACK_CHAT_TEMPLATE = (
@@ -111,17 +112,6 @@ class Finished:
 Event = TextDelta | Finished
 
 
-def _partial_stop_len(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters of `text` could be the start of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
-
-
 class Engine:
     def __init__(self, llama: llama_cpp.Llama, *, chat_template: str = "") -> None:
         self.llama = llama
@@ -144,9 +134,9 @@ class Engine:
 
         "The same seed gives the same text" must hold whether or not a conversation's prefix
         was still in the context. llama.cpp's CPU kernels compute each token's row the same
-        whatever the batch around it (measured for SmolLM2 on AVX2 and AVX-512, at batch sizes
-        1 to 512), so reuse is exact; a backend whose kernels depend on the batch shape would
-        break the promise, and then every prompt is evaluated afresh instead."""
+        whatever the batch around it (measured with SmolLM2 on our AVX-512 machines, at batch
+        sizes 1 to 512), so reuse is exact; a backend whose kernels depend on the batch shape
+        would break the promise, and then every prompt is evaluated afresh instead."""
         llama = self.llama
         tokens = llama.tokenize(b"A short text to check that split evaluation is exact.") * 4
         tokens = tokens[: min(len(tokens), self.n_ctx // 2, 64)]
@@ -311,16 +301,12 @@ class Generation:
             self.engine.grammar_check(sampling.grammar)
             grammar = llama_cpp.LlamaGrammar.from_string(sampling.grammar, verbose=False)
 
-        text = sampling.response_prefix
-        sent = 0  # characters of `text` already yielded
-        if text:
-            yield TextDelta(text)
-            sent = len(text)
-        pending = b""  # bytes of a UTF-8 character split across tokens
+        assembler = TextAssembler(stops=sampling.stop, prefix=sampling.response_prefix)
+        if shown := assembler.start():
+            yield TextDelta(shown)
         completion_tokens = 0
         finish_reason = "length"
         first_token_at: float | None = None
-        stops = sampling.stop
 
         for token in llama.generate(
             tokens,
@@ -342,33 +328,17 @@ class Generation:
                 finish_reason = "stop"
                 break
             completion_tokens += 1
-            pending += llama.detokenize([token])
-            try:
-                piece = pending.decode("utf-8")
-                pending = b""
-            except UnicodeDecodeError:
-                if len(pending) < 4:
-                    continue  # wait for the rest of the character
-                piece = pending.decode("utf-8", errors="replace")
-                pending = b""
-            search_from = max(0, len(text) - max((len(s) for s in stops), default=0))
-            text += piece
-            cut = min((i for s in stops if (i := text.find(s, search_from)) != -1), default=-1)
-            if cut != -1:
-                text = text[:cut]
+            if shown := assembler.feed(llama.detokenize([token])):
+                yield TextDelta(shown)
+            if assembler.stopped:
                 finish_reason = "stop"
                 break
-            safe_end = len(text) - _partial_stop_len(text, stops) if stops else len(text)
-            if safe_end > sent:
-                yield TextDelta(text[sent:safe_end])
-                sent = safe_end
             if completion_tokens >= max_tokens:
                 break
 
-        if pending:
-            text += pending.decode("utf-8", errors="replace")
-        if len(text) > sent:
-            yield TextDelta(text[sent:])
+        if shown := assembler.finish():
+            yield TextDelta(shown)
+        text = assembler.text
         ended = time.perf_counter()
         first = first_token_at or ended
         yield Finished(
