@@ -23,6 +23,7 @@ import numpy
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.grammar import GrammarError
+from inference.sampling import Sampling
 from inference.text import TextAssembler
 
 # Used when a model's GGUF has no chat template: ChatML, what most small chat models speak.
@@ -48,24 +49,6 @@ class PromptTooLong(Exception):
             f"shorten it by at least {prompt_tokens - n_ctx + 1} tokens or start a new "
             "conversation."
         )
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings of one request, already validated (see chat.options)."""
-
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    max_tokens: int = 512
-    stop: tuple[str, ...] = ()
-    grammar: str | None = None
-    response_prefix: str = ""
 
 
 @dataclass(frozen=True)
