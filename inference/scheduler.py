@@ -1,0 +1,413 @@
+"""One loaded model's decode loop: every running answer advances in the same `llama_decode`.
+
+A `Scheduler` owns a llama.cpp context with `parallel` sequences and one thread that, step
+after step, builds a batch of the next token of every answer being written plus chunks of the
+prompts being read, decodes it once, and samples each answer's next token with that answer's
+own sampler chain (seed, penalties, grammar). Callers `submit` token ids and get a `Sequence`
+whose `tokens()` yield the sampled ids as they come; the text side (`inference.text`) is
+theirs. Nothing here knows about chats, users or Django.
+
+What it decides:
+- **Admission.** Waiting sequences take free slots by priority tier, then arrival; within a
+  tier no owner takes more than `max_per_owner` slots while someone else waits.
+- **Preemption.** A sequence of a better tier that finds every slot busy pauses the newest
+  sequence of the worst running tier: its cache is copied to host memory
+  (`llama_state_seq_get_data`) with its sampler chain kept, and it resumes where it stopped
+  when a slot frees, so its reader sees only a pause.
+- **Prefix reuse.** A finished sequence's tokens stay in its slot; a new prompt goes to the
+  free slot that shares its longest prefix and evaluates only the rest.
+- **Chunked prefill.** A long prompt is read `prefill_chunk` tokens per step, so the answers
+  already streaming keep getting a token every step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from inference.sampling import Sampling
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerClosed(Exception):
+    """The scheduler stopped (its model is being unloaded) before the sequence ended."""
+
+
+@dataclass(frozen=True)
+class End:
+    """How a sequence ended: `stop` (end of generation), `length`, `aborted` or `error`."""
+
+    reason: str
+    error: str = ""
+
+
+@dataclass
+class _Paused:
+    state: bytes
+    n_past: int
+    cached: list[int]
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One answer in the scheduler. Read `tokens()` from one thread; `abort()` from any."""
+
+    prompt: list[int]
+    sampling: Sampling
+    tier: int = 1  # 0 is served first
+    owner: str = ""
+    max_tokens: int = 512
+    submitted_at: float = field(default_factory=time.monotonic)
+    # Filled in by the scheduler.
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    started_at: float | None = None
+    preemptions: int = 0
+    _out: queue.SimpleQueue[int | End] = field(default_factory=queue.SimpleQueue)
+    _aborted: threading.Event = field(default_factory=threading.Event)
+    _slot: int | None = None
+    _n_past: int = 0  # tokens of this sequence evaluated in its slot
+    _pending: list[int] = field(default_factory=list)  # to evaluate next
+    _chain: Any = None  # its llama_sampler chain
+    _paused: _Paused | None = None
+    _ended: bool = False
+
+    def abort(self) -> None:
+        self._aborted.set()
+
+    def tokens(self, timeout: float | None = None) -> Iterator[int]:
+        """The sampled token ids, until the sequence ends; then `self.end` says how."""
+        while True:
+            item = self._out.get(timeout=timeout)
+            if isinstance(item, End):
+                self.end = item
+                return
+            yield item
+
+    end: End | None = None
+
+
+@dataclass
+class _Slot:
+    index: int
+    cached: list[int] = field(default_factory=list)  # tokens whose cache this slot holds
+    sequence: Sequence | None = None
+    last_used: float = 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        *,
+        n_ctx: int,
+        parallel: int = 8,
+        n_batch: int = 512,
+        n_threads: int = 2,
+        unified: bool = True,
+        prefill_chunk: int = 256,
+        max_per_owner: int | None = None,
+    ) -> None:
+        self.model = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = parallel
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.kv_unified = unified
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise RuntimeError(f"llama.cpp could not make a context of {n_ctx} tokens.")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        # Unified: one answer may fill the whole context; split: each slot has its share.
+        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self.ctx)
+        self.n_batch = n_batch
+        self.prefill_chunk = min(prefill_chunk, n_batch)
+        self.parallel = parallel
+        self.max_per_owner = max_per_owner or max(1, parallel // 2)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.slots = [_Slot(i) for i in range(parallel)]
+        self._waiting: list[Sequence] = []
+        self._lock = threading.Condition()
+        self._closing = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    # -- the callers' side ---------------------------------------------------------------------
+
+    def submit(self, sequence: Sequence) -> Sequence:
+        if len(sequence.prompt) >= self.n_ctx_seq:
+            raise ValueError(
+                f"The prompt is {len(sequence.prompt)} tokens; a sequence holds {self.n_ctx_seq}."
+            )
+        with self._lock:
+            if self._closing:
+                raise SchedulerClosed("The model is being unloaded.")
+            self._waiting.append(sequence)
+            self._lock.notify()
+        return sequence
+
+    def busy(self) -> list[Sequence]:
+        return [s.sequence for s in self.slots if s.sequence is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._closing and not self._work_left():
+                        self._lock.wait()
+                    if self._closing:
+                        break
+                    self._admit()
+                self._step()
+        except Exception as exc:  # a failed decode ends every answer with a sentence
+            log.exception("The scheduler stopped")
+            self._end_all(End("error", f"The model stopped working: {exc}"))
+            return
+        self._end_all(End("error", "The model was unloaded while this answer was written."))
+
+    def _work_left(self) -> bool:
+        return bool(self._waiting) or any(s.sequence is not None for s in self.slots)
+
+    def _end_all(self, end: End) -> None:
+        with self._lock:
+            sequences = [s.sequence for s in self.slots if s.sequence] + self._waiting
+            self._waiting.clear()
+        for sequence in sequences:
+            if not sequence._ended:
+                sequence._ended = True
+                sequence._out.put(end)
+
+    def _running_count(self, owner: str) -> int:
+        return sum(1 for s in self.slots if s.sequence is not None and s.sequence.owner == owner)
+
+    def _next_waiting(self) -> Sequence | None:
+        """The best waiting sequence: by tier, then arrival; an owner at their share waits
+        while another owner's sequence of the same tier is waiting."""
+        ordered = sorted(self._waiting, key=lambda s: (s.tier, s.submitted_at))
+        for sequence in ordered:
+            if sequence._aborted.is_set():
+                return sequence
+            over = self._running_count(sequence.owner) >= self.max_per_owner
+            others = any(o.tier == sequence.tier and o.owner != sequence.owner for o in ordered)
+            if not (over and others):
+                return sequence
+        return ordered[0] if ordered else None
+
+    def _admit(self) -> None:
+        while self._waiting:
+            sequence = self._next_waiting()
+            if sequence is None:
+                return
+            if sequence._aborted.is_set():
+                self._waiting.remove(sequence)
+                sequence._ended = True
+                sequence._out.put(End("aborted"))
+                continue
+            slot = self._free_slot(sequence)
+            if slot is None:
+                slot = self._preempt_for(sequence)
+            if slot is None:
+                return
+            self._waiting.remove(sequence)
+            self._place(sequence, slot)
+
+    def _free_slot(self, sequence: Sequence) -> _Slot | None:
+        free = [s for s in self.slots if s.sequence is None]
+        if not free:
+            return None
+        if sequence._paused is not None:
+            return min(free, key=lambda s: s.last_used)
+        return max(free, key=lambda s: (_common_prefix(s.cached, sequence.prompt), -s.last_used))
+
+    def _preempt_for(self, sequence: Sequence) -> _Slot | None:
+        running = [s for s in self.slots if s.sequence is not None]
+        worst_tier = max(s.sequence.tier for s in running if s.sequence)
+        if sequence.tier >= worst_tier:
+            return None
+        victims = [s for s in running if s.sequence and s.sequence.tier == worst_tier]
+        slot = max(victims, key=lambda s: s.sequence.submitted_at if s.sequence else 0)
+        paused = slot.sequence
+        assert paused is not None
+        self._pause(paused, slot)
+        self._waiting.append(paused)
+        return slot
+
+    def _pause(self, sequence: Sequence, slot: _Slot) -> None:
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, slot.index)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, slot.index)
+        sequence._paused = _Paused(
+            state=bytes(buffer[:written]), n_past=sequence._n_past, cached=slot.cached
+        )
+        sequence.preemptions += 1
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.index, -1, -1)
+        slot.sequence, slot.cached = None, []
+        sequence._slot = None
+
+    def _place(self, sequence: Sequence, slot: _Slot) -> None:
+        slot.sequence = sequence
+        slot.last_used = time.monotonic()
+        sequence._slot = slot.index
+        if sequence._paused is not None:
+            paused, sequence._paused = sequence._paused, None
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.index, -1, -1)
+            data = (ctypes.c_uint8 * len(paused.state)).from_buffer_copy(paused.state)
+            read = llama_cpp.llama_state_seq_set_data(self.ctx, data, len(paused.state), slot.index)
+            if read == 0:
+                raise RuntimeError("llama.cpp could not restore a paused answer's cache.")
+            sequence._n_past = paused.n_past
+            slot.cached = paused.cached
+            return
+        reuse = min(_common_prefix(slot.cached, sequence.prompt), len(sequence.prompt) - 1)
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.index, reuse, -1)
+        sequence.cached_tokens = reuse
+        sequence.started_at = time.monotonic()
+        sequence._n_past = reuse
+        sequence._pending = sequence.prompt[reuse:]
+        sequence._chain = self._sampler_chain(sequence.sampling)
+        slot.cached = list(sequence.prompt[:reuse])
+
+    def _sampler_chain(self, sampling: Sampling) -> Any:
+        params = llama_cpp.llama_sampler_chain_default_params()
+        chain = llama_cpp.llama_sampler_chain_init(params)
+
+        def add(sampler: Any) -> None:
+            if not sampler:
+                llama_cpp.llama_sampler_free(chain)
+                raise ValueError("llama.cpp refused a sampler setting (the grammar, most likely).")
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if sampling.grammar:
+            add(
+                llama_cpp.llama_sampler_init_grammar(self.vocab, sampling.grammar.encode(), b"root")
+            )
+        add(
+            llama_cpp.llama_sampler_init_penalties(
+                self.n_vocab,
+                64,
+                sampling.repeat_penalty,
+                sampling.frequency_penalty,
+                sampling.presence_penalty,
+            )
+        )
+        if sampling.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
+            seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def _release(self, slot: _Slot, end: End) -> None:
+        sequence = slot.sequence
+        assert sequence is not None
+        slot.sequence = None
+        slot.last_used = time.monotonic()
+        if sequence._chain is not None:
+            llama_cpp.llama_sampler_free(sequence._chain)
+            sequence._chain = None
+        sequence._ended = True
+        sequence._out.put(end)
+
+    def _step(self) -> None:
+        """One llama_decode over every running sequence: a token each for those writing, a
+        prompt chunk each for those reading, within the batch size."""
+        batch = self.batch
+        rows: list[tuple[_Slot, int]] = []  # (slot, batch row) whose logits are sampled
+        n = 0
+        with self._lock:
+            active = [s for s in self.slots if s.sequence is not None]
+        for slot in active:
+            sequence = slot.sequence
+            assert sequence is not None
+            if sequence._aborted.is_set():
+                self._release(slot, End("aborted"))
+        active = [s for s in active if s.sequence is not None]
+        # Writers first (one token each), then readers share what is left of the batch.
+        writers = [s for s in active if s.sequence and len(s.sequence._pending) == 1]
+        readers = [s for s in active if s.sequence and len(s.sequence._pending) > 1]
+        for slot in writers + readers:
+            sequence = slot.sequence
+            assert sequence is not None
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            take = min(len(sequence._pending), room, 1 if slot in writers else self.prefill_chunk)
+            if sequence._n_past + take > self.n_ctx_seq:
+                self._release(slot, End("length"))
+                continue
+            chunk = sequence._pending[:take]
+            for offset, token in enumerate(chunk):
+                batch.token[n] = token
+                batch.pos[n] = sequence._n_past + offset
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.index
+                last = offset == take - 1 and take == len(sequence._pending)
+                batch.logits[n] = last
+                if last:
+                    rows.append((slot, n))
+                n += 1
+            del sequence._pending[:take]
+            sequence._n_past += take
+            slot.cached.extend(chunk)
+        if n == 0:
+            return
+        batch.n_tokens = n
+        result = llama_cpp.llama_decode(self.ctx, batch)
+        if result != 0:
+            raise RuntimeError(f"llama_decode failed with code {result} (the context is full?)")
+        self.steps += 1
+        for slot, row in rows:
+            sequence = slot.sequence
+            assert sequence is not None and sequence._chain is not None
+            token = llama_cpp.llama_sampler_sample(sequence._chain, self.ctx, row)
+            if sequence.first_token_at is None:
+                sequence.first_token_at = time.monotonic()
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                self._release(slot, End("stop"))
+                continue
+            sequence.completion_tokens += 1
+            sequence._out.put(token)
+            sequence._pending = [token]
+            if sequence.completion_tokens >= sequence.max_tokens:
+                self._release(slot, End("length"))

@@ -1,0 +1,200 @@
+"""The batched scheduler on the real default model: answers decoded together, each as it
+would be alone; aborts, preemption, shares, prefix reuse and chunked prefill."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import llama_cpp
+import pytest
+from django.conf import settings
+from llama_cpp._internals import LlamaModel
+
+from inference.sampling import Sampling
+from inference.scheduler import Scheduler, Sequence
+from wizweb.default_model import default_model_path
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LlamaModel]:
+    path = default_model_path(Path(settings.MODELS_DIR))
+    loaded = LlamaModel(
+        path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
+    )
+    yield loaded
+    loaded.close()
+
+
+def prompt(model: LlamaModel, text: str) -> list[int]:
+    chat = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    return model.tokenize(chat.encode(), add_bos=False, special=True)
+
+
+QUESTIONS = [f"Tell me fact number {i} about the sea." for i in range(8)]
+SAMPLED = Sampling(temperature=1.0, seed=7)
+
+
+def run_alone(model: LlamaModel, tokens: list[int], sampling: Sampling, n: int) -> list[int]:
+    scheduler = Scheduler(model.model, n_ctx=1024, parallel=1, unified=False)
+    try:
+        sequence = scheduler.submit(Sequence(tokens, sampling, max_tokens=n))
+        return list(sequence.tokens(timeout=120))
+    finally:
+        scheduler.close()
+
+
+def collect(sequences: list[Sequence]) -> list[list[int]]:
+    results: list[list[int]] = [[] for _ in sequences]
+
+    def read(index: int) -> None:
+        results[index] = list(sequences[index].tokens(timeout=120))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(sequences))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_eight_answers_run_together_and_each_equals_its_run_alone(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=8 * 512, parallel=8, unified=False)
+    try:
+        sequences = [
+            scheduler.submit(Sequence(prompt(model, q), SAMPLED, max_tokens=24)) for q in QUESTIONS
+        ]
+        together = collect(sequences)
+    finally:
+        scheduler.close()
+    first_tokens = [s.first_token_at for s in sequences]
+    ends = [s.first_token_at for s in sequences]
+    assert all(t is not None for t in first_tokens)
+    # Every answer had its first token before any answer had its last.
+    assert max(first_tokens) <= min(e for e in ends if e is not None) + 60  # sanity
+    assert scheduler.steps < sum(len(t) for t in together), "decoded together, not in turn"
+    for question, tokens in zip(QUESTIONS, together, strict=True):
+        assert tokens == run_alone(model, prompt(model, question), SAMPLED, 24), question
+
+
+def test_an_aborted_answer_leaves_the_others_intact(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=3 * 512, parallel=3, unified=False)
+    try:
+        sequences = [
+            scheduler.submit(Sequence(prompt(model, q), SAMPLED, max_tokens=24))
+            for q in QUESTIONS[:3]
+        ]
+        stream = sequences[1].tokens(timeout=120)
+        next(stream)
+        sequences[1].abort()
+        rest = list(stream)
+        others = collect([sequences[0], sequences[2]])
+    finally:
+        scheduler.close()
+    assert sequences[1].end is not None and sequences[1].end.reason == "aborted"
+    assert len(rest) < 23
+    for question, tokens in zip([QUESTIONS[0], QUESTIONS[2]], others, strict=True):
+        assert tokens == run_alone(model, prompt(model, question), SAMPLED, 24)
+
+
+def test_a_higher_tier_pauses_the_newest_lowest_and_the_paused_one_ends_the_same(
+    model: LlamaModel,
+) -> None:
+    scheduler = Scheduler(model.model, n_ctx=2 * 512, parallel=2, unified=False)
+    try:
+        low = [
+            scheduler.submit(Sequence(prompt(model, q), SAMPLED, tier=2, max_tokens=40))
+            for q in QUESTIONS[:2]
+        ]
+        streams = [s.tokens(timeout=120) for s in low]
+        early = [[next(stream) for _ in range(5)] for stream in streams]
+        high = scheduler.submit(Sequence(prompt(model, QUESTIONS[2]), SAMPLED, tier=0))
+        high.max_tokens = 8
+        high_tokens = list(high.tokens(timeout=120))
+        rest = collect(low)
+    finally:
+        scheduler.close()
+    # The newer low answer was paused while the high one ran, then resumed.
+    assert low[1].preemptions == 1 and low[0].preemptions == 0
+    assert high.first_token_at is not None and low[1].first_token_at is not None
+    assert high_tokens == run_alone(model, prompt(model, QUESTIONS[2]), SAMPLED, 8)
+    for question, first, last in zip(QUESTIONS[:2], early, rest, strict=True):
+        assert first + last == run_alone(model, prompt(model, question), SAMPLED, 40)
+
+
+def test_no_owner_holds_more_than_their_share_while_others_wait(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=4 * 256, parallel=4, unified=False)
+    greedy = Sampling(temperature=0.0)
+    try:
+        hog = [
+            Sequence(prompt(model, q), greedy, owner="hog", max_tokens=30) for q in QUESTIONS[:4]
+        ]
+        other = Sequence(prompt(model, QUESTIONS[5]), greedy, owner="other", max_tokens=4)
+        with scheduler._lock:  # both arrive in the same moment
+            for sequence in [*hog, other]:
+                scheduler.submit(sequence)
+        collect([*hog, other])
+    finally:
+        scheduler.close()
+    started = sorted([*hog, other], key=lambda s: s.started_at or 0)
+    # The share of four slots is two: the other owner's answer starts third, before the
+    # hog's third and fourth, although it arrived last.
+    assert started.index(other) == 2
+
+
+def test_a_follow_up_reads_only_what_is_new(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=2 * 1024, parallel=2, unified=False)
+    greedy = Sampling(temperature=0.0)
+    try:
+        first_prompt = prompt(model, "Name a fruit.")
+        first = scheduler.submit(Sequence(first_prompt, greedy, max_tokens=12))
+        answer = list(first.tokens(timeout=120))
+        follow_up = first_prompt + answer + prompt(model, "And another one?")
+        second = scheduler.submit(Sequence(follow_up, greedy, max_tokens=12))
+        list(second.tokens(timeout=120))
+    finally:
+        scheduler.close()
+    assert second.cached_tokens >= len(first_prompt) + len(answer) - 1
+    assert second.cached_tokens < len(follow_up)
+
+
+def test_a_long_prompt_is_read_in_chunks_while_others_keep_streaming(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=4 * 2560, parallel=4, unified=False, prefill_chunk=128)
+    greedy = Sampling(temperature=0.0)
+    document = " ".join(f"Line {i}: the tide comes in and goes out." for i in range(170))
+    try:
+        writer = scheduler.submit(Sequence(prompt(model, QUESTIONS[0]), greedy, max_tokens=200))
+        stream = writer.tokens(timeout=120)
+        next(stream)
+        long_prompt = prompt(model, document + "\nSummarise this.")
+        assert len(long_prompt) > 2000
+        reader = scheduler.submit(Sequence(long_prompt, greedy, max_tokens=4))
+        during = 0
+        for _ in stream:
+            if reader.first_token_at is not None:
+                break
+            during += 1
+        writer.abort()
+        list(stream)
+        list(reader.tokens(timeout=120))
+    finally:
+        scheduler.close()
+    # The writer got a token at every step of the long prompt's reading (16 chunks of 128).
+    assert during >= len(long_prompt) // 128 - 1
+
+
+def test_a_unified_cache_lets_one_answer_use_the_whole_context(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=4096, parallel=8, unified=True)
+    greedy = Sampling(temperature=0.0)
+    document = " ".join(f"Line {i}: the tide comes in and goes out." for i in range(260))
+    try:
+        long_prompt = prompt(model, document)
+        assert 3000 < len(long_prompt) < 4000  # more than a split slot's 512
+        sequence = scheduler.submit(Sequence(long_prompt, greedy, max_tokens=4))
+        tokens = list(sequence.tokens(timeout=300))
+    finally:
+        scheduler.close()
+    assert scheduler.n_ctx_seq == 4096
+    assert sequence.end is not None and sequence.end.reason in ("stop", "length")
+    assert tokens
