@@ -17,6 +17,7 @@ from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
 from chat.streams import message_backlog, message_group, user_group
 from wizweb.redis_server import redis_connection
+from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 MAX_FRAME_BYTES = 256 * 1024
 
@@ -71,9 +72,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if len(text_data) > MAX_FRAME_BYTES:
                 raise FrameError("frame_too_large", "The frame is too large; send less text.")
             try:
-                frame = json.loads(text_data)
-            except ValueError:
-                raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+                frame = untrusted_json_parse(text_data)
+            except UntrustedJSONError as exc:
+                raise FrameError("invalid_json", str(exc)) from None
             if not isinstance(frame, dict):
                 raise FrameError("invalid_frame", "A frame must be a JSON object.")
             client_id = frame.get("client_id")

@@ -154,8 +154,19 @@ async def test_it_refuses_a_prompt_into_another_users_conversation(
     await socket.disconnect()
 
 
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
 MALFORMED = [
     ("this is not json", "invalid_json"),
+    # A lone surrogate decodes to a str that cannot be written as UTF-8 when it is saved or sent.
+    ('{"type": "prompt", "content": "hi \\ud800"}', "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "options": {"\\udfff": 1}}', "invalid_json"),
+    # Too deep for json.loads itself (a RecursionError), and deep enough for what follows it.
+    ('{"type": "ping", "client_id": ' + nested(100_000) + "}", "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "client_id": ' + nested(65) + "}", "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "options": {"seed": NaN}}', "invalid_json"),
     ("[1, 2, 3]", "invalid_frame"),
     (json.dumps({"content": "no type"}), "invalid_frame"),
     (json.dumps({"type": "teleport"}), "unknown_type"),
