@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -121,8 +122,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         return content
 
-    def _options(self, frame: dict[str, Any]) -> GenerationOptions:
-        return options_parse(
+    async def _options(self, frame: dict[str, Any]) -> GenerationOptions:
+        # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so the
+        # event loop keeps serving every other socket meanwhile. It touches no database.
+        return await sync_to_async(options_parse, thread_sensitive=False)(
             frame.get("options"), max_priority=services.max_priority_for(self.user)
         )
 
@@ -130,7 +133,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         content = self._content(frame)
         conversation_id = _uuid(frame, "conversation", required=False)
         parent_id = _uuid(frame, "parent", required=False)
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.prompt_submit)(
             user=self.user,
             conversation_id=conversation_id,
@@ -142,7 +145,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=message_id, options=options
         )
@@ -151,7 +154,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_edit(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
         content = self._content(frame)
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.message_edit)(
             user=self.user, message_id=message_id, content=content, options=options
         )

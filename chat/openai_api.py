@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -118,7 +119,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> GenerationOptions:
+async def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> GenerationOptions:
     raw: dict[str, Any] = {"model": body["model"]}
     for key, value in body.items():
         if key in handled or key in IGNORED_KEYS:
@@ -136,7 +137,11 @@ def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> Genera
         else:
             raise ApiError(400, f"Unknown parameter '{key}'.", param=key, code="unknown_parameter")
     try:
-        return options_parse(raw, max_priority=services.max_priority_for(api_key.user))
+        # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so
+        # daphne's event loop keeps serving every other request meanwhile. No database here.
+        return await sync_to_async(options_parse, thread_sensitive=False)(
+            raw, max_priority=services.max_priority_for(api_key.user)
+        )
     except InvalidOptions as exc:
         raise ApiError(400, str(exc), param=exc.key) from None
 
@@ -404,7 +409,7 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
     api_key = await _api_key(request)
     body = _body(request)
     handled = {"model", "stream", "stream_options", "messages" if chat else "prompt"}
-    options = _options(body, api_key, handled)
+    options = await _options(body, api_key, handled)
     if chat:
         turns = _turns(body.get("messages"))
         mode = Message.Mode.CHAT

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jsonschema
@@ -15,6 +18,7 @@ import pytest
 from django.test import Client
 
 from chat.models import Conversation, Message
+from tests.chat.test_consumer import slow_response_format
 from tests.chat.test_generation import SCHEMA, TIME, WEATHER
 from tests.processes import wait_for
 from wizweb.apikeys import apikey_create, apikey_revoke
@@ -288,8 +292,6 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(
 def test_the_event_stream_ends_with_done(
     web_server: str, secret: str, default_model: Any, inference_worker: Any
 ) -> None:
-    import urllib.request
-
     request = urllib.request.Request(
         f"{web_server}/v1/chat/completions",
         data=json.dumps(
@@ -418,3 +420,41 @@ def test_it_names_a_bad_stream_or_tool_parameter(
     assert response.status_code == 400, response.content[:300]
     assert response.json()["error"]["param"] == param
     assert not Message.objects.exists()
+
+
+def test_it_checks_options_off_the_event_loop(web_server: str, secret: str) -> None:
+    """Against daphne itself: Django's test clients share one thread for sync work between
+    requests, which daphne does not, so they would measure that thread instead."""
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        # Refused after the slow conversion (temperature comes second), so nothing is queued.
+        "response_format": slow_response_format(),
+        "temperature": 9,
+    }
+    auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    started = time.monotonic()
+
+    def busy() -> tuple[int, float]:
+        request = urllib.request.Request(
+            f"{web_server}/v1/chat/completions", data=json.dumps(body).encode(), headers=auth
+        )
+        try:
+            urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            return exc.code, time.monotonic() - started
+        raise AssertionError("the options were accepted")
+
+    def other() -> tuple[int, float]:
+        time.sleep(0.3)  # the busy request is converting now
+        request = urllib.request.Request(f"{web_server}/v1/models", headers=auth)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, time.monotonic() - started
+
+    with ThreadPoolExecutor(2) as pool:
+        refused, listed = pool.submit(busy), pool.submit(other)
+        (status, answered), (listed_status, listed_after) = refused.result(), listed.result()
+    assert (status, listed_status) == (400, 200)
+    assert answered > 1, "the schema converts quickly now; pick a slower one for this test"
+    # On the event loop, the conversion would hold every other request until it is done.
+    assert listed_after < answered / 2, (listed_after, answered)
