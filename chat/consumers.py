@@ -11,13 +11,13 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from chat import services
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
 from chat.streams import message_backlog, message_group, user_group
 from wizweb.redis_server import redis_connection
+from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 MAX_FRAME_BYTES = 256 * 1024
@@ -85,15 +85,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             handler = getattr(self, f"on_{kind}", None)
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {kind!r}.")
-            if kind != "ping" and not await self.user_still_active():
-                # The socket outlives the session it was opened with: an account disabled
-                # since then is stopped here, at its next request.
-                await self.send_error(
-                    "account_disabled", "Your account has been disabled; ask an admin."
-                )
-                await self.close(code=4401)
-                return
+            if kind != "ping":
+                # The socket outlives its handshake: a logout, a new password, a disabled
+                # account or lost staff rights since then apply from its next request.
+                self.user = await socket_user_reload(self.scope, self.user.pk)
             await handler(frame)
+        except SocketSessionEnded as exc:
+            extra = {"client_id": client_id} if client_id is not None else {}
+            await self.send_error(exc.code, str(exc), **extra)
+            await self.close(code=4401)
         except FrameError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
@@ -103,9 +103,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except services.ChatError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
-
-    async def user_still_active(self) -> bool:
-        return await get_user_model().objects.filter(pk=self.user.pk, is_active=True).aexists()
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})

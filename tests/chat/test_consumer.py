@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import llama_cpp
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.models import Conversation, Message
@@ -20,6 +24,7 @@ from tests.chat.socket_client import (
     open_socket,
     send_prompt,
 )
+from tests.conftest import PASSWORD, session_cookie
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -459,6 +464,82 @@ async def test_it_stops_an_open_socket_of_an_account_disabled_since(owner: Any) 
     assert error["code"] == "account_disabled"
     assert (await socket.receive_output(timeout=5))["type"] == "websocket.close"
     assert not await Message.objects.filter(conversation__owner=owner).aexists()
+
+
+def browser_in(cookie: str) -> Client:
+    """The browser whose session the cookie names (a page of it holds the socket)."""
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    return client
+
+
+async def assert_session_ended(socket: WebsocketCommunicator) -> None:
+    await socket.send_json_to({"type": "subscribe", "message": str(uuid.uuid4())})
+    error = await socket.receive_json_from(timeout=5)
+    assert error["type"] == "error" and error["code"] == "session_ended"
+    assert "log in again" in error["message"]
+    closed = await socket.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
+
+
+async def assert_still_served(socket: WebsocketCommunicator) -> None:
+    await socket.send_json_to({"type": "subscribe", "message": str(uuid.uuid4())})
+    assert (await socket.receive_json_from(timeout=5))["code"] == "not_found"
+    await socket.disconnect()
+
+
+async def test_it_closes_an_open_socket_whose_session_logged_out(owner: Any, outsider: Any) -> None:
+    cookie = await sync_to_async(session_cookie)(owner)
+    socket = await open_socket(cookie=cookie)
+    other_session, stranger = await open_socket(owner), await open_socket(outsider)
+    outsider_cookie = await sync_to_async(session_cookie)(outsider)
+    await sync_to_async(browser_in(outsider_cookie).post)("/accounts/logout/")
+    await assert_still_served(socket)  # another user's logout is not ours
+    socket = await open_socket(cookie=cookie)
+    await sync_to_async(browser_in(cookie).post)("/accounts/logout/")
+    await assert_session_ended(socket)
+    await assert_still_served(other_session)  # the user's other browser stays logged in
+    await assert_still_served(stranger)
+
+
+async def test_it_closes_every_open_socket_of_a_user_whose_password_changed(
+    owner: Any, outsider: Any
+) -> None:
+    cookie = await sync_to_async(session_cookie)(owner)
+    socket, other_page = await open_socket(owner), await open_socket(cookie=cookie)
+    stranger = await open_socket(outsider)
+    changed = await sync_to_async(browser_in(cookie).post)(
+        "/accounts/password/",
+        {
+            "old_password": PASSWORD,
+            "new_password1": "new secret 4242",
+            "new_password2": "new secret 4242",
+        },
+    )
+    assert changed.status_code == 302
+    await assert_session_ended(socket)
+    # The page that changed it has a new session (Django cycles its key); this socket had the old.
+    await assert_session_ended(other_page)
+    await assert_still_served(stranger)
+
+
+async def test_an_open_socket_loses_staff_priority_when_its_user_is_demoted(
+    staff: Any, outsider: Any
+) -> None:
+    socket, stranger = await open_socket(staff), await open_socket(outsider)
+    staff.is_staff = False
+    await staff.asave(update_fields=["is_staff"])
+    await socket.send_json_to({"type": "prompt", "content": "hi", "options": {"priority": "high"}})
+    error = await socket.receive_json_from(timeout=10)
+    assert (error["code"], error["key"]) == ("invalid_options", "priority")
+    assert "(normal)" in error["message"]
+    await stranger.send_json_to(
+        {"type": "prompt", "content": "hi", "options": {"priority": "high"}}
+    )
+    assert (await stranger.receive_json_from(timeout=10))["key"] == "priority"
+    for each in (socket, stranger):
+        await each.disconnect()
+    assert await Message.objects.acount() == 0
 
 
 def slow_response_format() -> dict[str, Any]:
