@@ -70,7 +70,7 @@ class ModelsConsumer(AsyncWebsocketConsumer):
         if not user.is_staff:
             await self.end(
                 "not_staff",
-                "Your account is no longer staff, and this page is for staff only.",
+                "Your account is no longer staff, and this page is for staff; ask an admin.",
                 close_code=4403,
             )
             return False
