@@ -22,6 +22,7 @@ from chat import selectors, services
 from chat.models import Conversation, Message, SystemPromptPreset
 from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
+from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 # The chat page's sidebar loads its later pages from here, so both use one page size.
 PAGE_SIZE = selectors.SIDEBAR_PAGE
@@ -60,6 +61,8 @@ def api_user_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
             return view(request, user, *args, **kwargs)
         except Http404:
             return _api_error(404, "That conversation does not exist or is not yours.", "not_found")
+        except UntrustedJSONError as exc:
+            return _api_error(400, str(exc), "invalid_json")
 
     return wrapper
 
@@ -147,12 +150,16 @@ def conversation_detail(
     return JsonResponse(conversation_export(conversation))
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object; UntrustedJSONError (a 400 `invalid_json`) otherwise."""
+    body = untrusted_json_parse(raw or b"{}")
+    if not isinstance(body, dict):
+        raise UntrustedJSONError("The request body must be a JSON object.")
+    return body
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        body = None
-    return body if isinstance(body, dict) else {}
+    return _json_object(request.body)
 
 
 # An export is one JSON document, often larger than the 2.5 MB Django allows a request body
@@ -169,14 +176,9 @@ def _conversation_import(request: HttpRequest, user: User) -> HttpResponse:
             f"{MAX_IMPORT_BYTES // 2**20} MB.",
             "import_too_large",
         )
+    data = _json_object(request.read(MAX_IMPORT_BYTES))
     try:
-        data = json.loads(request.read(MAX_IMPORT_BYTES) or b"{}")
-    except ValueError:
-        data = None
-    try:
-        conversation = services.conversation_import(
-            user=user, data=data if isinstance(data, dict) else {}
-        )
+        conversation = services.conversation_import(user=user, data=data)
     except services.ChatError as exc:
         return _api_error(400, str(exc), exc.code)
     return JsonResponse(conversation_export(conversation), status=201)

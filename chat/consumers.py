@@ -7,16 +7,18 @@ import json
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from chat import services
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
 from chat.streams import message_backlog, message_group, user_group
 from wizweb.redis_server import redis_connection
+from wizweb.socket_session import SocketSessionEnded, socket_user_reload
+from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 MAX_FRAME_BYTES = 256 * 1024
 
@@ -71,9 +73,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if len(text_data) > MAX_FRAME_BYTES:
                 raise FrameError("frame_too_large", "The frame is too large; send less text.")
             try:
-                frame = json.loads(text_data)
-            except ValueError:
-                raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+                frame = untrusted_json_parse(text_data)
+            except UntrustedJSONError as exc:
+                raise FrameError("invalid_json", str(exc)) from None
             if not isinstance(frame, dict):
                 raise FrameError("invalid_frame", "A frame must be a JSON object.")
             client_id = frame.get("client_id")
@@ -83,15 +85,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             handler = getattr(self, f"on_{kind}", None)
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {kind!r}.")
-            if kind != "ping" and not await self.user_still_active():
-                # The socket outlives the session it was opened with: an account disabled
-                # since then is stopped here, at its next request.
-                await self.send_error(
-                    "account_disabled", "Your account has been disabled; ask an admin."
-                )
-                await self.close(code=4401)
-                return
+            if kind != "ping":
+                # The socket outlives its handshake: a logout, a new password, a disabled
+                # account or lost staff rights since then apply from its next request.
+                self.user = await socket_user_reload(self.scope, self.user.pk)
             await handler(frame)
+        except SocketSessionEnded as exc:
+            extra = {"client_id": client_id} if client_id is not None else {}
+            await self.send_error(exc.code, str(exc), **extra)
+            await self.close(code=4401)
         except FrameError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
@@ -101,9 +103,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except services.ChatError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
-
-    async def user_still_active(self) -> bool:
-        return await get_user_model().objects.filter(pk=self.user.pk, is_active=True).aexists()
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame({"type": "pong"})
@@ -120,8 +119,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         return content
 
-    def _options(self, frame: dict[str, Any]) -> GenerationOptions:
-        return options_parse(
+    async def _options(self, frame: dict[str, Any]) -> GenerationOptions:
+        # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so the
+        # event loop keeps serving every other socket meanwhile. It touches no database.
+        return await sync_to_async(options_parse, thread_sensitive=False)(
             frame.get("options"), max_priority=services.max_priority_for(self.user)
         )
 
@@ -129,7 +130,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         content = self._content(frame)
         conversation_id = _uuid(frame, "conversation", required=False)
         parent_id = _uuid(frame, "parent", required=False)
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.prompt_submit)(
             user=self.user,
             conversation_id=conversation_id,
@@ -141,7 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.message_regenerate)(
             user=self.user, message_id=message_id, options=options
         )
@@ -150,7 +151,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_edit(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
         content = self._content(frame)
-        options = self._options(frame)
+        options = await self._options(frame)
         accepted = await database_sync_to_async(services.message_edit)(
             user=self.user, message_id=message_id, content=content, options=options
         )

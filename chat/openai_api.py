@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -29,6 +30,7 @@ from chat.options import GenerationOptions, InvalidOptions, options_parse
 from models_admin.models import LocalModel
 from wizweb.apikeys import apikey_from_request
 from wizweb.models import ApiKey
+from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 # Our generation options, under their OpenAI names (and our extensions).
 OPTION_KEYS = {
@@ -105,11 +107,11 @@ async def _api_key(request: HttpRequest) -> ApiKey:
 
 def _body(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ApiError(400, "The request body is not valid JSON.") from None
+        body = untrusted_json_parse(request.body or b"{}")
+    except UntrustedJSONError as exc:
+        raise ApiError(400, str(exc), code="invalid_json") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise ApiError(
             400, "'model' is required: one of the ids from GET /v1/models.", param="model"
@@ -117,7 +119,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> GenerationOptions:
+async def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> GenerationOptions:
     raw: dict[str, Any] = {"model": body["model"]}
     for key, value in body.items():
         if key in handled or key in IGNORED_KEYS:
@@ -135,32 +137,75 @@ def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> Genera
         else:
             raise ApiError(400, f"Unknown parameter '{key}'.", param=key, code="unknown_parameter")
     try:
-        return options_parse(raw, max_priority=services.max_priority_for(api_key.user))
+        # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so
+        # daphne's event loop keeps serving every other request meanwhile. No database here.
+        return await sync_to_async(options_parse, thread_sensitive=False)(
+            raw, max_priority=services.max_priority_for(api_key.user)
+        )
     except InvalidOptions as exc:
         raise ApiError(400, str(exc), param=exc.key) from None
 
 
-def _content_text(content: Any, index: int) -> str:
+def _content_text(content: Any, where: str) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         parts = []
-        for part in content:
+        for number, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise ApiError(
                     400,
-                    "Only text content parts are supported.",
-                    param=f"messages[{index}].content",
+                    'Only text content parts ({"type": "text", "text": "..."}) are supported.',
+                    param=f"{where}[{number}]",
                 )
-            parts.append(str(part.get("text", "")))
+            text = part.get("text", "")
+            if not isinstance(text, str):
+                raise ApiError(
+                    400, "A text part's text must be a string.", param=f"{where}[{number}].text"
+                )
+            parts.append(text)
         return "".join(parts)
     raise ApiError(
-        400,
-        "A message's content must be a string or a list of text parts.",
-        param=f"messages[{index}].content",
+        400, "A message's content must be a string or a list of text parts.", param=where
     )
+
+
+def _tool_call(call: Any, where: str) -> dict[str, Any]:
+    """One call of an earlier answer, as our call pass writes it: {"name", "arguments"}."""
+    if not isinstance(call, dict):
+        raise ApiError(400, 'A tool call must be an object with a "function".', param=where)
+    function = call.get("function")
+    if not isinstance(function, dict):
+        raise ApiError(
+            400,
+            'A tool call needs "function": {"name": ..., "arguments": "<JSON>"}.',
+            param=f"{where}.function",
+        )
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise ApiError(
+            400, "A tool call's function name must be a string.", param=f"{where}.function.name"
+        )
+    arguments = function.get("arguments")
+    if arguments is None or arguments == "":
+        arguments = "{}"
+    if not isinstance(arguments, str):
+        raise ApiError(
+            400,
+            "A tool call's arguments must be a string of JSON, as the API returned them.",
+            param=f"{where}.function.arguments",
+        )
+    try:
+        value = untrusted_json_parse(arguments)
+    except UntrustedJSONError as exc:
+        raise ApiError(
+            400,
+            f"A tool call's arguments must be a string of JSON. {exc}",
+            param=f"{where}.function.arguments",
+        ) from None
+    return {"name": name, "arguments": value}
 
 
 def _turns(messages: Any) -> list[dict[str, str]]:
@@ -168,25 +213,47 @@ def _turns(messages: Any) -> list[dict[str, str]]:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     turns = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        where = f"messages[{index}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise ApiError(
                 400,
                 "Each message needs a role: system, user, assistant or tool.",
-                param=f"messages[{index}].role",
+                param=f"{where}.role",
             )
-        text = _content_text(message.get("content"), index)
-        if message["role"] == "assistant" and message.get("tool_calls"):
+        text = _content_text(message.get("content"), f"{where}.content")
+        tool_calls = message.get("tool_calls")
+        if role == "assistant" and tool_calls is not None:
+            if not isinstance(tool_calls, list):
+                raise ApiError(
+                    400, "'tool_calls' must be a list of tool calls.", param=f"{where}.tool_calls"
+                )
             # Shown to the model the way our call pass writes calls (chat.tools).
             calls = [
-                {
-                    "name": c["function"]["name"],
-                    "arguments": json.loads(c["function"].get("arguments") or "{}"),
-                }
-                for c in message["tool_calls"]
+                _tool_call(call, f"{where}.tool_calls[{number}]")
+                for number, call in enumerate(tool_calls)
             ]
-            text = text or json.dumps(calls, ensure_ascii=False)
-        turns.append({"role": message["role"], "content": text})
+            if calls:
+                text = text or json.dumps(calls, ensure_ascii=False)
+        turns.append({"role": role, "content": text})
     return turns
+
+
+def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether to stream, and whether to end the stream with a usage chunk."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be true or false.", param="stream")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict) or not isinstance(
+        stream_options.get("include_usage"), bool | None
+    ):
+        raise ApiError(
+            400,
+            "'stream_options' must be an object such as {\"include_usage\": true}.",
+            param="stream_options",
+        )
+    return bool(stream), bool(stream_options.get("include_usage"))
 
 
 async def _submit(
@@ -342,7 +409,7 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
     api_key = await _api_key(request)
     body = _body(request)
     handled = {"model", "stream", "stream_options", "messages" if chat else "prompt"}
-    options = _options(body, api_key, handled)
+    options = await _options(body, api_key, handled)
     if chat:
         turns = _turns(body.get("messages"))
         mode = Message.Mode.CHAT
@@ -356,14 +423,10 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
             raise ApiError(400, "Tools need /v1/chat/completions.", param="tools")
         turns = [{"role": "user", "content": prompt}]
         mode = Message.Mode.COMPLETION
-    stream = body.get("stream") is True
-    stream_options = body.get("stream_options") or {}
+    stream, include_usage = _stream_flags(body)
     message = await _submit(api_key, turns, options, mode)
     shape = _Stream(message, message.model_name, chat=chat)
     if stream:
-        include_usage = bool(
-            isinstance(stream_options, dict) and stream_options.get("include_usage")
-        )
         response = StreamingHttpResponse(
             _events(message, api_key, shape, include_usage), content_type="text/event-stream"
         )

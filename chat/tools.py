@@ -98,8 +98,9 @@ def tools_parse(tools: Any, tool_choice: Any) -> ToolRequest | None:
     if choice in ("auto", "required"):
         return ToolRequest(specs, choice)
     if isinstance(choice, dict) and choice.get("type") == "function":
-        wanted = (choice.get("function") or {}).get("name")
-        if wanted not in names:
+        function = choice.get("function")
+        wanted = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(wanted, str) or wanted not in names:
             raise ToolsError("tool_choice", f"names a function that is not in tools: {wanted!r}.")
         return ToolRequest(specs, wanted)
     raise ToolsError(

@@ -14,7 +14,12 @@ import environ
 import psutil
 from django.core.exceptions import ImproperlyConfigured
 
+from wizweb.private_files import private_modes_tighten, private_umask_set
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Before anything is written: sessions, conversations, the key and the logs are this user's only.
+private_umask_set()
 
 env = environ.Env()
 
@@ -69,6 +74,7 @@ DATA_DIR = _directory("WIZ_DATA_DIR", BASE_DIR / "var")
 MODELS_DIR = _directory("WIZ_MODELS_DIR", DATA_DIR / "models")
 RUN_DIR = DATA_DIR / "run"
 RUN_DIR.mkdir(exist_ok=True)
+private_modes_tighten(DATA_DIR, RUN_DIR)  # an install made before may have left them readable
 
 SECRET_KEY = _secret_key(DATA_DIR)
 DEBUG = _strict_bool("DJANGO_DEBUG", False)

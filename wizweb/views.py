@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
@@ -13,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from rq import Worker
 
@@ -70,6 +72,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if healthy else 503)
 
 
+class ApiKeyRevokeForm(forms.Form):
+    # An IntegerField, not str.isdigit(): "²".isdigit() is true and int("²") fails.
+    key = forms.IntegerField(min_value=1, max_value=2**63 - 1)
+
+
+# A new key is shown once, in the answer to the POST that made it: no cache may keep a copy.
+@never_cache
 @require_http_methods(["GET", "POST"])
 def api_keys(request: HttpRequest) -> HttpResponse:
     user = request.user
@@ -83,8 +92,10 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 keep_history=bool(request.POST.get("keep_history")),
             )
             context.update(new_key=created.api_key, new_secret=created.secret)
-        elif request.POST.get("action") == "revoke" and request.POST.get("key", "").isdigit():
-            apikey_revoke(user=user, key_id=int(request.POST["key"]))
+        elif request.POST.get("action") == "revoke":
+            revoke = ApiKeyRevokeForm(request.POST)
+            if revoke.is_valid():
+                apikey_revoke(user=user, key_id=revoke.cleaned_data["key"])
     context["keys"] = ApiKey.objects.filter(user=user)
     return render(request, "wizweb/api_keys.html", context)
 

@@ -13,16 +13,20 @@ from tests.conftest import session_cookie
 from wizweb.asgi import application
 
 
-async def connect(user: Any = None, origin: str = "http://testserver") -> WebsocketCommunicator:
+async def connect(
+    user: Any = None, origin: str = "http://testserver", *, cookie: str | None = None
+) -> WebsocketCommunicator:
+    """A socket of `user` in a new session of theirs, or in the session `cookie` names."""
     headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
-    if user is not None:
+    if cookie is None and user is not None:
         cookie = await sync_to_async(session_cookie)(user)
+    if cookie is not None:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
     return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
 
 
-async def open_socket(user: Any) -> WebsocketCommunicator:
-    socket = await connect(user)
+async def open_socket(user: Any = None, *, cookie: str | None = None) -> WebsocketCommunicator:
+    socket = await connect(user, cookie=cookie)
     connected, _ = await socket.connect()
     assert connected
     return socket

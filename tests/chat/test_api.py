@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from chat.api import PAGE_SIZE
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, SystemPromptPreset
 from wizweb.apikeys import apikey_create
 
 pytestmark = pytest.mark.django_db
@@ -248,3 +248,40 @@ def test_it_keeps_a_users_system_prompt_presets(owner: Any, outsider: Any) -> No
         "/api/presets/", {"name": "", "text": "x"}, content_type="application/json", **bearer(owner)
     )
     assert empty.status_code == 400
+
+
+UNREADABLE_BODIES = [
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    # json.loads raises RecursionError, not ValueError, this deep.
+    ('{"title": ' + "[" * 100_000 + "]" * 100_000 + "}", "levels deep"),
+    ('{"title": "x", "deep": ' + "[" * 65 + "]" * 65 + "}", "levels deep"),
+    # Parses, then cannot be written to the database as UTF-8.
+    ('{"title": "moon \\ud800", "name": "\\udfff", "text": "x", "messages": []}', "surrogate"),
+]
+
+
+@pytest.mark.parametrize(("body", "says"), UNREADABLE_BODIES)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("patch", "/api/conversations/{id}/"),
+        ("post", "/api/conversations/"),
+        ("post", "/api/presets/"),
+    ],
+)
+def test_it_answers_400_to_a_body_it_cannot_read(
+    owner: Any, conversation: Any, method: str, path: str, body: str, says: str
+) -> None:
+    client = Client(raise_request_exception=False)
+    response = getattr(client, method)(
+        path.format(id=conversation.id), body, content_type="application/json", **bearer(owner)
+    )
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json"
+    assert says in error["message"]
+    conversation.refresh_from_db()
+    assert conversation.title == "Moon talk"
+    assert Conversation.objects.count() == 1
+    assert not SystemPromptPreset.objects.exists()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import llama_cpp
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.models import Conversation, Message
@@ -20,6 +24,7 @@ from tests.chat.socket_client import (
     open_socket,
     send_prompt,
 )
+from tests.conftest import PASSWORD, session_cookie
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -154,8 +159,19 @@ async def test_it_refuses_a_prompt_into_another_users_conversation(
     await socket.disconnect()
 
 
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
 MALFORMED = [
     ("this is not json", "invalid_json"),
+    # A lone surrogate decodes to a str that cannot be written as UTF-8 when it is saved or sent.
+    ('{"type": "prompt", "content": "hi \\ud800"}', "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "options": {"\\udfff": 1}}', "invalid_json"),
+    # Too deep for json.loads itself (a RecursionError), and deep enough for what follows it.
+    ('{"type": "ping", "client_id": ' + nested(100_000) + "}", "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "client_id": ' + nested(65) + "}", "invalid_json"),
+    ('{"type": "prompt", "content": "hi", "options": {"seed": NaN}}', "invalid_json"),
     ("[1, 2, 3]", "invalid_frame"),
     (json.dumps({"content": "no type"}), "invalid_frame"),
     (json.dumps({"type": "teleport"}), "unknown_type"),
@@ -448,3 +464,109 @@ async def test_it_stops_an_open_socket_of_an_account_disabled_since(owner: Any) 
     assert error["code"] == "account_disabled"
     assert (await socket.receive_output(timeout=5))["type"] == "websocket.close"
     assert not await Message.objects.filter(conversation__owner=owner).aexists()
+
+
+def browser_in(cookie: str) -> Client:
+    """The browser whose session the cookie names (a page of it holds the socket)."""
+    client = Client()
+    client.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    return client
+
+
+async def assert_session_ended(socket: WebsocketCommunicator) -> None:
+    await socket.send_json_to({"type": "subscribe", "message": str(uuid.uuid4())})
+    error = await socket.receive_json_from(timeout=5)
+    assert error["type"] == "error" and error["code"] == "session_ended"
+    assert "log in again" in error["message"]
+    closed = await socket.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
+
+
+async def assert_still_served(socket: WebsocketCommunicator) -> None:
+    await socket.send_json_to({"type": "subscribe", "message": str(uuid.uuid4())})
+    assert (await socket.receive_json_from(timeout=5))["code"] == "not_found"
+    await socket.disconnect()
+
+
+async def test_it_closes_an_open_socket_whose_session_logged_out(owner: Any, outsider: Any) -> None:
+    cookie = await sync_to_async(session_cookie)(owner)
+    socket = await open_socket(cookie=cookie)
+    other_session, stranger = await open_socket(owner), await open_socket(outsider)
+    outsider_cookie = await sync_to_async(session_cookie)(outsider)
+    await sync_to_async(browser_in(outsider_cookie).post)("/accounts/logout/")
+    await assert_still_served(socket)  # another user's logout is not ours
+    socket = await open_socket(cookie=cookie)
+    await sync_to_async(browser_in(cookie).post)("/accounts/logout/")
+    await assert_session_ended(socket)
+    await assert_still_served(other_session)  # the user's other browser stays logged in
+    await assert_still_served(stranger)
+
+
+async def test_it_closes_every_open_socket_of_a_user_whose_password_changed(
+    owner: Any, outsider: Any
+) -> None:
+    cookie = await sync_to_async(session_cookie)(owner)
+    socket, other_page = await open_socket(owner), await open_socket(cookie=cookie)
+    stranger = await open_socket(outsider)
+    changed = await sync_to_async(browser_in(cookie).post)(
+        "/accounts/password/",
+        {
+            "old_password": PASSWORD,
+            "new_password1": "new secret 4242",
+            "new_password2": "new secret 4242",
+        },
+    )
+    assert changed.status_code == 302
+    await assert_session_ended(socket)
+    # The page that changed it has a new session (Django cycles its key); this socket had the old.
+    await assert_session_ended(other_page)
+    await assert_still_served(stranger)
+
+
+async def test_an_open_socket_loses_staff_priority_when_its_user_is_demoted(
+    staff: Any, outsider: Any
+) -> None:
+    socket, stranger = await open_socket(staff), await open_socket(outsider)
+    staff.is_staff = False
+    await staff.asave(update_fields=["is_staff"])
+    await socket.send_json_to({"type": "prompt", "content": "hi", "options": {"priority": "high"}})
+    error = await socket.receive_json_from(timeout=10)
+    assert (error["code"], error["key"]) == ("invalid_options", "priority")
+    assert "(normal)" in error["message"]
+    await stranger.send_json_to(
+        {"type": "prompt", "content": "hi", "options": {"priority": "high"}}
+    )
+    assert (await stranger.receive_json_from(timeout=10))["key"] == "priority"
+    for each in (socket, stranger):
+        await each.disconnect()
+    assert await Message.objects.acount() == 0
+
+
+def slow_response_format() -> dict[str, Any]:
+    """A JSON schema that llama.cpp's converter takes seconds to turn into a grammar: 900
+    optional properties (the time grows with their square)."""
+    properties = {f"p{i}": {"type": "string"} for i in range(900)}
+    schema = {"type": "object", "properties": properties, "required": []}
+    return {"type": "json_schema", "json_schema": {"schema": schema}}
+
+
+async def test_it_checks_options_off_the_event_loop(owner: Any, default_model: Any) -> None:
+    busy, other = await open_socket(owner), await open_socket(owner)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Refused after the slow conversion (temperature comes second), so nothing is queued.
+    options = {"response_format": slow_response_format(), "temperature": 9}
+    await busy.send_json_to({"type": "prompt", "content": "hi", "options": options})
+    await asyncio.sleep(0.1)  # the busy socket is converting now
+    await other.send_json_to({"type": "ping"})
+    assert await other.receive_json_from(timeout=30) == {"type": "pong"}
+    ponged = loop.time() - started
+    refused = await busy.receive_json_from(timeout=60)
+    answered = loop.time() - started
+    assert refused["code"] == "invalid_options" and refused["key"] == "temperature"
+    assert answered > 1, "the schema converts quickly now; pick a slower one for this test"
+    # On the event loop, the conversion would hold every other socket until it is done.
+    assert ponged < answered / 3, (ponged, answered)
+    await busy.disconnect()
+    await other.disconnect()
+    assert await Message.objects.acount() == 0

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jsonschema
 import llama_cpp
 import openai
 import pytest
+from django.test import Client
 
 from chat.models import Conversation, Message
+from tests.chat.test_consumer import slow_response_format
 from tests.chat.test_generation import SCHEMA, TIME, WEATHER
 from tests.processes import wait_for
 from wizweb.apikeys import apikey_create, apikey_revoke
@@ -287,8 +292,6 @@ def test_a_client_that_disconnects_mid_stream_frees_the_worker(
 def test_the_event_stream_ends_with_done(
     web_server: str, secret: str, default_model: Any, inference_worker: Any
 ) -> None:
-    import urllib.request
-
     request = urllib.request.Request(
         f"{web_server}/v1/chat/completions",
         data=json.dumps(
@@ -309,3 +312,149 @@ def test_the_event_stream_ends_with_done(
     first = json.loads(events[0].removeprefix("data: "))
     assert first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def post_completion(secret: str, body: str | dict[str, Any], path: str = "chat/completions") -> Any:
+    """A request through Django's test client: a 500 comes back as a response, not raised."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    return Client(raise_request_exception=False).post(
+        f"/v1/{path}", text, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {secret}"
+    )
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("{not json", "not valid JSON"),
+        # json.loads raises RecursionError, not ValueError, this deep.
+        ('{"model": "m", "messages": ' + nested(100_000) + "}", "levels deep"),
+        ('{"model": "m", "metadata": ' + nested(65) + ', "messages": []}', "levels deep"),
+        (
+            '{"model": "m", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+            "lone UTF-16 surrogate",
+        ),
+        ('{"model": "m", "temperature": NaN, "messages": []}', "not a JSON number"),
+    ],
+)
+@pytest.mark.parametrize("path", ["chat/completions", "completions"])
+def test_it_answers_400_to_a_body_it_cannot_read(
+    secret: str, path: str, body: str, says: str
+) -> None:
+    response = post_completion(secret, body, path)
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
+    assert says in error["message"]
+    assert not Message.objects.exists()
+
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": ["user"], "content": "hi"}, "messages[0].role"),
+        ({"role": "user", "content": [{"type": "text", "text": 5}]}, "messages[0].content[0].text"),
+        ({"role": "user", "content": [{"type": "image_url"}]}, "messages[0].content[0]"),
+        ({"role": "assistant", "tool_calls": "f()"}, "messages[0].tool_calls"),
+        ({"role": "assistant", "tool_calls": [1]}, "messages[0].tool_calls[0]"),
+        ({"role": "assistant", "tool_calls": [{"id": "c1"}]}, "messages[0].tool_calls[0].function"),
+        (
+            {"role": "assistant", "tool_calls": [CALL, {"function": {"name": 5}}]},
+            "messages[0].tool_calls[1].function.name",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {
+                "role": "assistant",
+                "tool_calls": [{"function": {"name": "f", "arguments": nested(100)}}],
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+    ],
+)
+def test_it_names_the_bad_part_of_a_message(
+    secret: str, message: dict[str, Any], param: str
+) -> None:
+    response = post_completion(secret, {"model": "m", "messages": [message]})
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["message"].endswith(".")
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"stream": "yes"}, "stream"),
+        ({"stream": True, "stream_options": "yes"}, "stream_options"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options"),
+        ({"tool_choice": {"type": "function", "function": "f"}, "tools": []}, "tools"),
+        (
+            {
+                "tool_choice": {"type": "function", "function": "f"},
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            "tool_choice",
+        ),
+    ],
+)
+def test_it_names_a_bad_stream_or_tool_parameter(
+    secret: str, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    response = post_completion(secret, body)
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["param"] == param
+    assert not Message.objects.exists()
+
+
+def test_it_checks_options_off_the_event_loop(web_server: str, secret: str) -> None:
+    """Against daphne itself: Django's test clients share one thread for sync work between
+    requests, which daphne does not, so they would measure that thread instead."""
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        # Refused after the slow conversion (temperature comes second), so nothing is queued.
+        "response_format": slow_response_format(),
+        "temperature": 9,
+    }
+    auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    started = time.monotonic()
+
+    def busy() -> tuple[int, float]:
+        request = urllib.request.Request(
+            f"{web_server}/v1/chat/completions", data=json.dumps(body).encode(), headers=auth
+        )
+        try:
+            urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            return exc.code, time.monotonic() - started
+        raise AssertionError("the options were accepted")
+
+    def other() -> tuple[int, float]:
+        time.sleep(0.3)  # the busy request is converting now
+        request = urllib.request.Request(f"{web_server}/v1/models", headers=auth)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, time.monotonic() - started
+
+    with ThreadPoolExecutor(2) as pool:
+        refused, listed = pool.submit(busy), pool.submit(other)
+        (status, answered), (listed_status, listed_after) = refused.result(), listed.result()
+    assert (status, listed_status) == (400, 200)
+    assert answered > 1, "the schema converts quickly now; pick a slower one for this test"
+    # On the event loop, the conversion would hold every other request until it is done.
+    assert listed_after < answered / 2, (listed_after, answered)

@@ -3,16 +3,22 @@ download worker; the cancel frame."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
 
+from models_admin.download_events import models_group_message
 from models_admin.models import Download, LocalModel
 from models_admin.services import download_start
+from models_admin.workers import MODELS_GROUP
 from tests.conftest import session_cookie
 from tests.models_admin.conftest import TINY_FILE, TINY_REPO
 from wizweb.asgi import application
@@ -23,8 +29,10 @@ pytestmark = [
 ]
 
 
-async def models_socket(user: Any) -> WebsocketCommunicator:
-    cookie = await sync_to_async(session_cookie)(user)
+async def models_socket(user: Any, cookie: str | None = None) -> WebsocketCommunicator:
+    """A socket of `user` in a new session of theirs, or in the session `cookie` names."""
+    if cookie is None:
+        cookie = await sync_to_async(session_cookie)(user)
     return WebsocketCommunicator(
         application,
         "/ws/models/",
@@ -142,3 +150,71 @@ async def test_a_download_on_the_worker_streams_progress_then_done(
         "model": model.pk,
         "name": "tiny-F32",
     }
+
+
+async def next_frame_or_close(socket: WebsocketCommunicator) -> dict[str, Any]:
+    """The next frame that is not a worker's status (workers beat every second), or the close."""
+    while True:
+        output = await socket.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return output
+        frame: dict[str, Any] = json.loads(output["text"])
+        if frame["type"] != "worker.status":
+            return frame
+
+
+async def assert_ended(socket: WebsocketCommunicator, code: str, close_code: int) -> None:
+    error = await next_frame_or_close(socket)
+    assert (error["type"], error["code"]) == ("error", code)
+    assert error["message"].endswith(".")
+    closed = await next_frame_or_close(socket)
+    assert (closed["type"], closed["code"]) == ("websocket.close", close_code)
+
+
+CANCELLED = {"type": "download.cancelled", "download": 1, "bytes": 0}
+
+
+async def test_it_stops_serving_a_socket_whose_user_is_no_longer_staff(
+    staff: Any, owner: Any
+) -> None:
+    other_admin = await get_user_model().objects.acreate_user("root", is_staff=True)
+    demoted, admin = await models_socket(staff), await models_socket(other_admin)
+    assert (await demoted.connect())[0] and (await admin.connect())[0]
+    staff.is_staff = False
+    await staff.asave(update_fields=["is_staff"])
+    await demoted.send_json_to({"type": "cancel", "download": 1})
+    await assert_ended(demoted, "not_staff", 4403)
+    # The next event (a second socket, demoted between two events) is not sent either.
+    again = await models_socket(other_admin)
+    assert (await again.connect())[0]
+    other_admin.is_staff = False
+    await other_admin.asave(update_fields=["is_staff"])
+    await get_channel_layer().group_send(MODELS_GROUP, models_group_message(CANCELLED))
+    await assert_ended(again, "not_staff", 4403)
+    await assert_ended(admin, "not_staff", 4403)
+
+
+async def test_it_stops_serving_a_socket_whose_session_logged_out(staff: Any) -> None:
+    cookie = await sync_to_async(session_cookie)(staff)
+    logged_out, other_session = await models_socket(staff, cookie), await models_socket(staff)
+    assert (await logged_out.connect())[0] and (await other_session.connect())[0]
+    browser = Client()
+    browser.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    await sync_to_async(browser.post)("/accounts/logout/")
+    await get_channel_layer().group_send(MODELS_GROUP, models_group_message(CANCELLED))
+    await assert_ended(logged_out, "session_ended", 4401)
+    assert await next_frame_or_close(other_session) == CANCELLED
+    await other_session.send_json_to({"type": "ping"})
+    assert await next_frame_or_close(other_session) == {"type": "pong"}
+    await other_session.disconnect()
+
+
+async def test_it_answers_a_frame_too_deep_to_parse_and_stays_open(staff: Any) -> None:
+    socket = await models_socket(staff)
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data='{"type": "cancel", "download": ' + "[" * 100_000 + "}")
+    error = await next_frame_or_close(socket)
+    assert (error["type"], error["code"]) == ("error", "invalid_json")
+    await socket.send_json_to({"type": "ping"})
+    assert await next_frame_or_close(socket) == {"type": "pong"}
+    await socket.disconnect()

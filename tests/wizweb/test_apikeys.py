@@ -67,3 +67,22 @@ def test_the_command_creates_lists_and_revokes(owner: Any) -> None:
         call_command("apikey", "create", "bob")
     with pytest.raises(CommandError, match="no active key"):
         call_command("apikey", "revoke", str(key.pk))
+
+
+def test_the_page_that_shows_a_new_key_is_never_cached(owner: Any) -> None:
+    client = Client()
+    client.force_login(owner)
+    response = client.post("/account/keys/", {"action": "create", "name": "editor"})
+    assert "wiz-" in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
+    assert "private" in response["Cache-Control"]
+
+
+@pytest.mark.parametrize("key_id", ["²", "99999999999999999999999", "-1", "", "1 OR 1=1"])
+def test_it_ignores_a_revoke_of_a_key_id_that_is_not_one(owner: Any, key_id: str) -> None:
+    client = Client(raise_request_exception=False)
+    client.force_login(owner)
+    client.post("/account/keys/", {"action": "create", "name": "k"})
+    response = client.post("/account/keys/", {"action": "revoke", "key": key_id})
+    assert response.status_code == 200
+    assert ApiKey.objects.get(user=owner).is_active

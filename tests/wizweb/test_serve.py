@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -46,6 +47,8 @@ def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
         assert f"http://localhost:{port}/" in output
         assert re.search(r"admin account 'admin' with password \S+", output)
         assert (tmp_path / "data" / "run" / "redis.sock").exists(), "the private Redis is used"
+        # supervisord and its children inherit serve's umask: their files are private too.
+        assert mode(tmp_path / "data" / "run" / "supervisord.log") == 0o600
         state = healthz(url)
         assert state["db"]["ok"] and state["redis"]["ok"] and state["workers"]["ok"]
 
@@ -114,3 +117,35 @@ def test_it_refuses_bad_arguments_with_one_clear_line(
     result = run_serve(tmp_path, *args)
     assert result.returncode != 0
     assert result.stderr.strip() == f"CommandError: {error}"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_it_keeps_a_new_install_to_its_own_user(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, "--prepare-only")
+    assert result.returncode == 0, result.stderr
+    data = tmp_path / "data"
+    for directory in (data, data / "run", data / "static"):
+        assert mode(directory) == 0o700, directory
+    for file in (data / "db.sqlite3", data / "secret_key", data / "run" / "supervisord.conf"):
+        assert mode(file) == 0o600, file
+
+
+def test_it_tightens_an_install_made_before_it_kept_files_private(tmp_path: Path) -> None:
+    data, run = tmp_path / "data", tmp_path / "data" / "run"
+    assert run_serve(tmp_path, "--prepare-only").returncode == 0
+    for log in ("supervisord.log", "redis.log"):
+        (run / log).write_text("a line\n")
+    # What an older version left: everything readable by every local user.
+    loose = [data / "db.sqlite3", data / "secret_key", run / "supervisord.conf"]
+    loose += [run / "supervisord.log", run / "redis.log"]
+    for path in (data, run, data / "static", *loose):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    result = run_serve(tmp_path, "--prepare-only")
+    assert result.returncode == 0, result.stderr
+    for directory in (data, run, data / "static"):
+        assert mode(directory) == 0o700, directory
+    for file in loose:
+        assert mode(file) == 0o600, file
