@@ -55,6 +55,8 @@ OPTION_KEYS = {
 IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tier"}
 ROLES = {"system", "user", "assistant", "tool"}
 RETRY_AFTER_SECONDS = 5
+# Each becomes a row, and the worker trims what does not fit; the same bound as an import.
+MAX_MESSAGES = services.MAX_IMPORT_MESSAGES
 
 
 class ApiError(Exception):
@@ -211,6 +213,13 @@ def _tool_call(call: Any, where: str) -> dict[str, Any]:
 def _turns(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise ApiError(
+            400,
+            f"'messages' holds {len(messages)} messages; the limit is {MAX_MESSAGES}. "
+            "Leave out the oldest turns: a model's context holds far fewer anyway.",
+            param="messages",
+        )
     turns = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
