@@ -355,6 +355,16 @@ def test_it_answers_400_to_a_body_it_cannot_read(
 CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 
 
+def test_it_refuses_more_messages_than_a_conversation_may_hold(secret: str) -> None:
+    turn = {"role": "user", "content": "hi"}
+    response = post_completion(secret, {"model": "m", "messages": [turn] * 5001})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages"
+    assert "the limit is 5000" in error["message"]
+    assert not Message.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("message", "param"),
     [
@@ -385,16 +395,6 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "
         ),
     ],
 )
-def test_it_refuses_more_messages_than_a_conversation_may_hold(secret: str) -> None:
-    turn = {"role": "user", "content": "hi"}
-    response = post_completion(secret, {"model": "m", "messages": [turn] * 5001})
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["param"] == "messages"
-    assert "the limit is 5000" in error["message"]
-    assert not Message.objects.exists()
-
-
 def test_it_names_the_bad_part_of_a_message(
     secret: str, message: dict[str, Any], param: str
 ) -> None:
