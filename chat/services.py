@@ -400,6 +400,29 @@ def _imported_state(state: Any) -> str:
     return state if state in Message.FINISHED_STATES else Message.State.DONE
 
 
+def _imported_tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """The calls of an exported answer in OpenAI's shape; anything else is left out, since
+    the page and the API read `function.name` and `function.arguments` of each."""
+    if not isinstance(calls, list):
+        return []
+    kept = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name, arguments = function.get("name"), function.get("arguments")
+        if isinstance(name, str) and isinstance(arguments, str):
+            call_id = call.get("id") if isinstance(call.get("id"), str) else ""
+            kept.append(
+                {
+                    "id": call_id[:100],
+                    "type": "function",
+                    "function": {"name": name[:200], "arguments": arguments},
+                }
+            )
+    return kept
+
+
 @transaction.atomic
 def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
     """A new conversation from a JSON export (docs/api.md), its branches kept."""
@@ -425,7 +448,7 @@ def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
             state=_imported_state(item.get("state")),
             finish_reason=str(item.get("finish_reason") or "")[:20],
             model_name=str(item.get("model") or "")[:200],
-            tool_calls=item.get("tool_calls") if isinstance(item.get("tool_calls"), list) else [],
+            tool_calls=_imported_tool_calls(item.get("tool_calls")),
         )
     return conversation
 

@@ -177,6 +177,27 @@ def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: 
     assert bad.json()["error"]["code"] == "invalid_import"
 
 
+def test_it_imports_only_tool_calls_in_openais_shape(owner: Any) -> None:
+    good = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    export = {
+        "title": "Calls",
+        "messages": [
+            {"role": "user", "content": "Call it."},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [good, {"function": "f"}, "call", {"function": {"name": 3}}],
+            },
+        ],
+    }
+    response = Client().post(
+        "/api/conversations/", export, content_type="application/json", **bearer(owner)
+    )
+    assert response.status_code == 201
+    answer = Message.objects.get(conversation_id=response.json()["id"], role="assistant")
+    assert answer.tool_calls == [good]
+
+
 def test_it_imports_an_export_larger_than_djangos_limit_for_forms(owner: Any) -> None:
     from django.conf import settings
 
