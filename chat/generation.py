@@ -149,9 +149,10 @@ def generation_run(
     sender: ChannelSender,
     connection: redis.Redis,
     worker_name: str,
+    worker_run: str,
 ) -> None:
     message = Message.objects.select_related("conversation", "model", "parent").get(pk=message_id)
-    if not message.start(worker=worker_name):
+    if not message.start(worker=worker_name, run=worker_run):
         return  # aborted while it waited in the queue
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)

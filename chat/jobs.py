@@ -7,6 +7,7 @@ from rq import get_current_job
 from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_parse
+from models_admin.workers import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
 
 
@@ -22,4 +23,6 @@ def generate_message(message_id: str) -> None:
         sender=channel_sender,
         connection=job.connection,
         worker_name=job.worker_name or "",
+        # SimpleWorker runs the job in the worker's own process: this is the worker's run.
+        worker_run=PROCESS_RUN,
     )

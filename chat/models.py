@@ -86,6 +86,9 @@ class Message(models.Model):
     tool_calls = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # The run (one process) of that worker: a namesake restarted after a crash has another, so
+    # the reaper can tell that this answer's writer is gone (models_admin.workers).
+    worker_run = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -112,14 +115,15 @@ class Message(models.Model):
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens or 0},
         }
 
-    def start(self, *, worker: str) -> bool:
+    def start(self, *, worker: str, run: str) -> bool:
         """queued → running; False when it is no longer queued (aborted meanwhile)."""
         now = timezone.now()
         started = Message.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
-            state=self.State.RUNNING, worker=worker, started_at=now
+            state=self.State.RUNNING, worker=worker, worker_run=run, started_at=now
         )
         if started:
-            self.state, self.worker, self.started_at = self.State.RUNNING, worker, now
+            self.state, self.worker, self.worker_run = self.State.RUNNING, worker, run
+            self.started_at = now
         return bool(started)
 
     def finish(

@@ -3,7 +3,8 @@
 Every chunk is appended to a Redis list before it is broadcast; the list index is its `seq`, so
 seq numbers have no gaps and a browser that (re)subscribes can be given exactly what it missed
 (see `ChatConsumer.catch_up`). Text is coalesced for `WIZ_CHUNK_INTERVAL` seconds so the
-pipeline costs little per token.
+pipeline costs little per token. Each append also renews the log's expiry, so the log of an
+answer whose worker died mid-way is gone an hour later like any other.
 """
 
 from __future__ import annotations
@@ -156,13 +157,18 @@ class MessageStream:
             return
         text = "".join(self._buffer)
         self._buffer.clear()
-        seq = int(self.connection.rpush(self.log_key, text))  # type: ignore[arg-type]
+        seq = self._append(text)
         chunk: ChunkFrame = {"type": "chunk", "message": self.message_id, "seq": seq, "text": text}
         self.frame(dict(chunk))
 
+    def _append(self, text: str) -> int:
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.rpush(self.log_key, text)
+        pipe.expire(self.log_key, CHUNK_LOG_TTL)
+        return int(pipe.execute()[0])
+
     def finished(self, done_frame: dict[str, Any]) -> None:
         self.flush()
-        self.connection.expire(self.log_key, CHUNK_LOG_TTL)
         self.connection.delete(abort_key(self.message_id))
         self.frame(done_frame)
         self.sender.flush()

@@ -20,8 +20,9 @@ from chat.services import (
     prompt_submit,
     queue_position_frames,
 )
-from chat.streams import chunk_log_key
-from models_admin.workers import generation_queue_name
+from chat.streams import abort_key, chunk_log_key
+from models_admin.workers import PRESENCE_TTL, generation_queue_name, worker_state_get
+from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +42,18 @@ def queues_no_worker_serves() -> Any:
     # The session's inference worker may be running: these tests watch rows stay queued.
     with override_settings(GENERATION_QUEUES=["idle-high", "idle", "idle-low"]):
         yield
+
+
+@pytest.fixture
+def redis_settled() -> None:
+    """The reaper leaves running answers alone while Redis is younger than PRESENCE_TTL (the
+    workers' presence records are not all back yet); the test session's Redis may be that young."""
+
+    def settled() -> bool:
+        info: dict[str, Any] = redis_connection().info("server")  # type: ignore[assignment]
+        return int(info["uptime_in_seconds"]) >= PRESENCE_TTL
+
+    wait_for(settled, timeout=PRESENCE_TTL + 2, what="Redis to be older than PRESENCE_TTL")
 
 
 def drop_queued_jobs() -> None:
@@ -76,6 +89,7 @@ def test_it_orders_the_queue_by_tier_then_age(owner: Any, default_model: Any) ->
     assert frames == {str(high.id): 1, str(normal.id): 2, str(low.id): 3}
 
 
+@pytest.mark.usefixtures("redis_settled")
 def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     owner: Any, default_model: Any
 ) -> None:
@@ -85,6 +99,7 @@ def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     Message.objects.filter(pk=message.pk).update(state="running", worker="vanished-worker")
     connection = redis_connection()
     connection.rpush(chunk_log_key(message.id), "Once upon", " a time")
+    connection.set(abort_key(message.id), 1)
     frames = generations_reap(connection=connection)
     message.refresh_from_db()
     assert message.state == Message.State.FAILED
@@ -92,6 +107,36 @@ def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     assert message.error == WORKER_LOST_ERROR
     assert frames and frames[0][1]["finish_reason"] == "error"
     assert generations_reap(connection=connection) == []  # once only
+    # Nobody else would ever expire the log or clear the abort flag of this answer.
+    assert 0 < connection.ttl(chunk_log_key(message.id)) <= 3600
+    assert not connection.exists(abort_key(message.id))
+
+
+@pytest.mark.usefixtures("redis_settled")
+def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    live = worker_state_get(redis_connection(), "test-inference")
+    assert live is not None and live.run
+    messages = [submit(owner).message for _ in range(3)]
+    drop_queued_jobs()
+    earlier_run, just_started, lost = messages
+    now = timezone.now()
+    running = Message.objects.filter(pk__in=[m.pk for m in messages])
+    running.update(state="running", worker="test-inference", worker_run=live.run, started_at=now)
+    # A process of that name that died; the one beating now was started after it.
+    running.filter(pk=earlier_run.pk).update(worker_run="0" * 16)
+    # Its own run, but not what it reports writing for a long while: its end was never saved.
+    running.filter(pk=lost.pk).update(started_at=now - timedelta(minutes=1))
+
+    generations_reap(connection=redis_connection())
+    states = dict(running.values_list("id", "state"))
+    assert states == {
+        earlier_run.id: Message.State.FAILED,
+        just_started.id: Message.State.RUNNING,
+        lost.id: Message.State.FAILED,
+    }
+    running.filter(pk=just_started.pk).update(state="done")
 
 
 def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_model: Any) -> None:

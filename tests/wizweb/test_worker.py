@@ -1,22 +1,30 @@
-"""Inference workers as a user meets them: priorities, routing, a killed worker, rq's stop."""
+"""Inference workers as a user meets them: priorities, routing, a killed worker (restarted under
+its name or not), rq's stop."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
+from asgiref.sync import sync_to_async
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Message
-from models_admin.workers import worker_states
+from chat.services import WORKER_LOST_ERROR
+from chat.streams import chunk_log_key
+from models_admin.workers import worker_state_get, worker_states
 from tests.chat.socket_client import collect, done_for, frames_until_done, open_socket, send_prompt
 from tests.chat.test_consumer import LONG_PROMPT
 from tests.conftest import SECOND_MODEL, start_worker
-from tests.processes import wait_for
+from tests.processes import Child, wait_for
+from wizweb.apikeys import apikey_create
 from wizweb.redis_server import redis_connection
 
 pytestmark = [
@@ -134,3 +142,88 @@ async def test_it_keeps_beating_while_it_generates(
     await socket.send_json_to({"type": "abort", "message": accepted["message"]})
     await frames_until_done(socket)
     await socket.disconnect()
+
+
+def restart_under_the_same_name(killed: Child, log_dir: Path) -> Child:
+    """What supervisord does with a crashed worker: start it again at once, under its name."""
+    restarted = start_worker(killed.name, log_dir, model=SECOND_MODEL)
+
+    def restarted_beats() -> bool:
+        state = worker_state_get(redis_connection(), killed.name)
+        return state is not None and state.pid == restarted.pid
+
+    wait_for(restarted_beats, timeout=30, what="the restarted worker's presence record")
+    return restarted
+
+
+async def test_it_fails_at_once_the_answer_of_a_killed_worker_restarted_under_its_name(
+    owner: Any, pinned_worker: Child, log_dir: Path
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    message_id = accepted["message"]
+    seen = await collect(socket, lambda fs: sum(f["type"] == "chunk" for f in fs) >= 2)
+    killed_run = (await Message.objects.aget(pk=message_id)).worker_run
+    pinned_worker.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    restarted = await sync_to_async(restart_under_the_same_name)(pinned_worker, log_dir)
+    try:
+        frames = await collect(socket, lambda fs: done_for(fs, message_id), timeout=30)
+        noticed_after = time.monotonic() - killed_at
+
+        done = done_for(frames, message_id)
+        assert done is not None and done["finish_reason"] == "error"
+        assert done["error"] == WORKER_LOST_ERROR
+        received = "".join(f["text"] for f in seen + frames if f["type"] == "chunk")
+        assert received and done["content"].startswith(received)
+        assert noticed_after < 15
+        message = await Message.objects.aget(pk=message_id)
+        assert message.state == Message.State.FAILED
+        assert message.content == done["content"]
+        assert redis_connection().ttl(chunk_log_key(message_id)) > 0
+
+        # The restarted worker takes the next prompt, as a new run of the same name.
+        second = await send_prompt(socket, "Hi", model=SECOND_MODEL, max_tokens=4)
+        frames = await collect(socket, lambda fs: done_for(fs, second["message"]))
+        assert done_for(frames, second["message"])["finish_reason"] in ("stop", "length")
+        started = next(f for f in frames if f["type"] == "started")
+        assert started["worker"] == pinned_worker.name
+        served = await Message.objects.aget(pk=second["message"])
+        assert served.worker_run not in ("", killed_run)
+    finally:
+        await socket.disconnect()
+        restarted.stop()
+
+
+async def test_a_waiting_api_call_gets_an_error_when_its_worker_is_killed(
+    owner: Any, web_server: str, pinned_worker: Child, log_dir: Path
+) -> None:
+    secret = (await sync_to_async(apikey_create)(user=owner, name="t", keep_history=True)).secret
+    client = openai.OpenAI(base_url=f"{web_server}/v1", api_key=secret, max_retries=0, timeout=90)
+    call = asyncio.create_task(
+        asyncio.to_thread(
+            client.chat.completions.create,
+            model=SECOND_MODEL,
+            messages=[{"role": "user", "content": LONG_PROMPT}],
+            max_tokens=600,
+            seed=2,
+        )
+    )
+
+    def streaming() -> Message | None:
+        message = Message.objects.filter(role="assistant", state="running").first()
+        return message if message and redis_connection().llen(chunk_log_key(message.id)) else None
+
+    message = await sync_to_async(wait_for)(streaming, timeout=60, what="the answer to stream")
+    pinned_worker.process.send_signal(signal.SIGKILL)
+    restarted = await sync_to_async(restart_under_the_same_name)(pinned_worker, log_dir)
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await asyncio.wait_for(call, timeout=30)
+    finally:
+        restarted.stop()
+        client.close()
+    assert caught.value.status_code == 500
+    assert caught.value.body["message"] == WORKER_LOST_ERROR
+    await message.arefresh_from_db()
+    assert message.state == Message.State.FAILED
