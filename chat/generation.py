@@ -151,9 +151,13 @@ def generation_run(
     worker_name: str,
     worker_run: str,
 ) -> None:
-    message = Message.objects.select_related("conversation", "model", "parent").get(pk=message_id)
-    if not message.start(worker=worker_name, run=worker_run):
-        return  # aborted while it waited in the queue
+    message = (
+        Message.objects.select_related("conversation", "model", "parent")
+        .filter(pk=message_id)
+        .first()
+    )
+    if message is None or not message.start(worker=worker_name, run=worker_run):
+        return  # deleted or aborted while it waited in the queue
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)
     for group, frame in queue_position_frames():
@@ -181,8 +185,10 @@ def generation_run(
         log.exception("Generation of message %s failed", message.id)
         error = f"The generation failed on worker {worker_name}: {exc}. Try again."
 
+    # Every chunk is in the log before the row says finished (see chat.streams.message_backlog).
+    stream.flush()
     if finished is not None:
-        message.finish(
+        saved = message.finish(
             state=Message.State.ABORTED
             if finished.finish_reason == "aborted"
             else Message.State.DONE,
@@ -196,11 +202,16 @@ def generation_run(
             timings=_timings(message, finished),
         )
     else:
-        message.finish(
+        saved = message.finish(
             state=Message.State.FAILED,
             content="".join(parts),
             finish_reason="error",
             error=error,
         )
-    message.conversation.touch()
+    if saved:
+        message.conversation.touch()
+    else:
+        # Its conversation was deleted while it was written (the deletion aborted it first).
+        # Nothing is left to save, but the log, the abort key and any follower are still ours.
+        log.info("Message %s was deleted while it was written; its answer is dropped", message.id)
     stream.finished(message.done_frame())

@@ -15,7 +15,9 @@ def generate_message(message_id: str) -> None:
     """Generate the answer of one assistant message (runs on an inference worker)."""
     job = get_current_job()
     assert job is not None
-    options = Message.objects.values_list("options", flat=True).get(pk=message_id)
+    options = Message.objects.values_list("options", flat=True).filter(pk=message_id).first()
+    if options is None:
+        return  # its conversation was deleted while it waited in the queue
     # Options were checked before the job was enqueued; parse again to get the typed form.
     generation_run(
         message_id=message_id,

@@ -32,7 +32,9 @@ class Conversation(models.Model):
 
     def touch(self) -> None:
         self.updated_at = timezone.now()
-        self.save(update_fields=["updated_at"])
+        # An update, not save(update_fields=...): a worker may touch a conversation that was
+        # deleted while it answered.
+        Conversation.objects.filter(pk=self.pk).update(updated_at=self.updated_at)
 
 
 class Message(models.Model):
@@ -139,7 +141,9 @@ class Message(models.Model):
         tool_calls: list[dict[str, Any]] | None = None,
         timings: dict[str, Any] | None = None,
         error: str = "",
-    ) -> None:
+    ) -> bool:
+        """Save the end of the generation; False when the row is gone (its conversation was
+        deleted meanwhile), which is not an error: there is nobody left to tell."""
         self.state = state
         self.content = content
         self.finish_reason = finish_reason
@@ -151,21 +155,24 @@ class Message(models.Model):
         self.timings = timings or {}
         self.error = error
         self.finished_at = timezone.now()
-        self.save(
-            update_fields=[
-                "state",
-                "content",
-                "finish_reason",
-                "prompt_tokens",
-                "completion_tokens",
-                "cached_tokens",
-                "trimmed",
-                "tool_calls",
-                "timings",
-                "error",
-                "finished_at",
-            ]
+        fields = (
+            "state",
+            "content",
+            "finish_reason",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "trimmed",
+            "tool_calls",
+            "timings",
+            "error",
+            "finished_at",
         )
+        # An update, not save(update_fields=...), which raises on a deleted row.
+        updated = Message.objects.filter(pk=self.pk).update(
+            **{name: getattr(self, name) for name in fields}
+        )
+        return bool(updated)
 
     def done_frame(self) -> dict[str, Any]:
         """The `done` frame of a finished generation (docs/protocol.md)."""

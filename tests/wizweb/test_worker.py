@@ -1,5 +1,5 @@
 """Inference workers as a user meets them: priorities, routing, a killed worker (restarted under
-its name or not), rq's stop."""
+its name or not), a conversation deleted mid-answer, rq's stop."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 import openai
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.services import WORKER_LOST_ERROR
-from chat.streams import chunk_log_key
+from chat.streams import abort_key, chunk_log_key
 from models_admin.workers import worker_state_get, worker_states
 from tests.chat.socket_client import collect, done_for, frames_until_done, open_socket, send_prompt
 from tests.chat.test_consumer import LONG_PROMPT
@@ -227,3 +228,35 @@ async def test_a_waiting_api_call_gets_an_error_when_its_worker_is_killed(
     assert caught.value.body["message"] == WORKER_LOST_ERROR
     await message.arefresh_from_db()
     assert message.state == Message.State.FAILED
+
+
+async def test_it_ends_quietly_an_answer_whose_conversation_is_deleted(
+    owner: Any, pinned_worker: Child
+) -> None:
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=600, seed=2)
+    message_id = accepted["message"]
+    await collect(socket, lambda fs: sum(f["type"] == "chunk" for f in fs) >= 2)
+
+    key = (await sync_to_async(apikey_create)(user=owner, name="t")).secret
+    url = f"/api/conversations/{accepted['conversation']}/"
+    response = await sync_to_async(Client().delete)(url, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 204
+    frames = await collect(socket, lambda fs: done_for(fs, message_id), timeout=30)
+    assert done_for(frames, message_id)["finish_reason"] == "aborted"
+    assert not await Message.objects.filter(pk=message_id).aexists()
+
+    connection = redis_connection()
+    assert connection.ttl(chunk_log_key(message_id)) > 0
+    assert not connection.exists(abort_key(message_id))
+    job = Job.fetch(message_id, connection=connection)
+    wait_for(lambda: job.get_status() == JobStatus.FINISHED, timeout=10, what="the job to end")
+
+    # The worker serves on, and said nothing alarming about it.
+    second = await send_prompt(socket, "Hi", model=SECOND_MODEL, max_tokens=4)
+    frames = await collect(socket, lambda fs: done_for(fs, second["message"]))
+    await socket.disconnect()
+    assert done_for(frames, second["message"])["finish_reason"] in ("stop", "length")
+    assert pinned_worker.process.poll() is None
+    assert "Traceback" not in pinned_worker.output()
+    await Conversation.objects.filter(owner=owner).adelete()
