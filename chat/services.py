@@ -141,6 +141,13 @@ def _enqueue(message: Message) -> None:
 
 
 def _check_pending_limit(user: User) -> None:
+    """Refuse past the pending limit; called inside the transaction that adds the answer.
+
+    Counting and then inserting is a race between two requests of one user, so the user's row
+    is locked first: a second submission waits here until the first has committed and then
+    counts its answer. (SQLite has no row locks, but its transactions begin IMMEDIATE, see
+    settings, so writers are serialized anyway.)"""
+    User.objects.select_for_update().filter(pk=user.pk).first()
     pending = Message.objects.filter(
         conversation__owner=user,
         role=Message.Role.ASSISTANT,

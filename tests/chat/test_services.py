@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection as db_connection
 from django.test import override_settings
 from django.utils import timezone
 from rq import Queue
@@ -137,6 +140,29 @@ def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
         lost.id: Message.State.FAILED,
     }
     running.filter(pk=just_started.pk).update(state="done")
+
+
+@override_settings(WIZ_MAX_PENDING_PER_USER=4)
+def test_it_holds_the_pending_limit_against_simultaneous_prompts(
+    owner: Any, default_model: Any
+) -> None:
+    start = threading.Barrier(10)
+
+    def prompt(_: int) -> str:
+        try:
+            start.wait()
+            submit(owner)
+            return "accepted"
+        except ChatError as exc:
+            return exc.code
+        finally:
+            db_connection.close()
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(prompt, range(10)))
+    drop_queued_jobs()
+    assert sorted(results) == ["accepted"] * 4 + ["too_many_pending"] * 6
+    assert Message.objects.filter(conversation__owner=owner, role="assistant").count() == 4
 
 
 def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_model: Any) -> None:
