@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,39 +22,65 @@ from models_admin.workers import PRESENCE_TTL
 from tests.processes import MANAGE, Child, free_port, wait_for
 
 
-def healthz(url: str) -> dict | None:
+def healthz(url: str, key: str = "") -> dict | None:
+    """/healthz's body, with the details when `key` is a staff user's API key."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(f"{url}/healthz", headers=headers)
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
+    except urllib.error.HTTPError as error:
+        return json.load(error)
     except OSError:
         return None
 
 
-def inference_worker_names(url: str) -> set[str]:
-    state = healthz(url)
+def inference_worker_names(url: str, key: str) -> set[str]:
+    state = healthz(url, key)
     return {w["name"] for w in state["workers"]["inference"]} if state else set()
+
+
+def serve_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(WIZ_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    return env
+
+
+def staff_api_key(data_dir: Path) -> str:
+    """A new API key of the admin that `serve` created, from the shell as an admin would."""
+    result = subprocess.run(
+        [sys.executable, MANAGE, "apikey", "create", "admin", "--keep-history"],
+        env=serve_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
 
 
 @pytest.mark.timeout(240)
 def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(WIZ_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
-    serve = Child("serve", [sys.executable, MANAGE, "serve", "--port", str(port)], env, tmp_path)
+    data_dir = tmp_path / "data"
+    command = [sys.executable, MANAGE, "serve", "--port", str(port)]
+    serve = Child("serve", command, serve_env(data_dir), tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: (healthz(url) or {}).get("ok"), timeout=120, what="a healthy /healthz")
         output = serve.output()
         assert f"http://localhost:{port}/" in output
         assert re.search(r"admin account 'admin' with password \S+", output)
-        assert (tmp_path / "data" / "run" / "redis.sock").exists(), "the private Redis is used"
+        assert (data_dir / "run" / "redis.sock").exists(), "the private Redis is used"
         # supervisord and its children inherit serve's umask: their files are private too.
-        assert mode(tmp_path / "data" / "run" / "supervisord.log") == 0o600
-        state = healthz(url)
+        assert mode(data_dir / "run" / "supervisord.log") == 0o600
+        assert healthz(url) == {"ok": True}, "only staff see the details"
+        key = staff_api_key(data_dir)
+        state = healthz(url, key)
         assert state["db"]["ok"] and state["redis"]["ok"] and state["workers"]["ok"]
 
         # A crashed worker is started again, under the same name.
-        (name,) = inference_worker_names(url)
+        (name,) = inference_worker_names(url, key)
         assert name == f"{socket.gethostname()}-inference-1"
         (old_worker,) = [
             p
@@ -66,7 +93,8 @@ def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
         # the new worker's.
         wait_for(
             lambda: (
-                time.monotonic() - killed > PRESENCE_TTL + 1 and name in inference_worker_names(url)
+                time.monotonic() - killed > PRESENCE_TTL + 1
+                and name in inference_worker_names(url, key)
             ),
             timeout=60,
             what="a new inference worker after the old one was killed",
