@@ -1,4 +1,5 @@
-"""`manage.py serve` end to end: its own Redis, daphne and workers, supervised and stopped."""
+"""`manage.py serve` end to end: its own Redis, daphne and workers, supervised and stopped; a
+worker killed mid-answer under it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,10 +17,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import openai
 import psutil
 import pytest
 
+from chat.services import WORKER_LOST_ERROR
 from models_admin.workers import PRESENCE_TTL
+from tests.chat.test_consumer import LONG_PROMPT
 from tests.processes import MANAGE, Child, free_port, wait_for
 
 
@@ -177,3 +182,89 @@ def test_it_tightens_an_install_made_before_it_kept_files_private(tmp_path: Path
         assert mode(directory) == 0o700, directory
     for file in loose:
         assert mode(file) == 0o600, file
+
+
+class Served:
+    """`manage.py serve` on a data dir and a port of its own, as a test drives it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path / "data"
+        self.url = f"http://127.0.0.1:{free_port()}"
+        command = [sys.executable, MANAGE, "serve", "--port", self.url.rsplit(":", 1)[1]]
+        self.child = Child("serve", command, serve_env(self.data_dir), tmp_path)
+        wait_for(lambda: (healthz(self.url) or {}).get("ok"), timeout=120, what="/healthz ok")
+        self.key = staff_api_key(self.data_dir)
+
+    def program(self, marker: str) -> psutil.Process:
+        """The one child of supervisord whose command line has `marker`."""
+        (found,) = [
+            p
+            for p in psutil.Process(self.child.pid).children(recursive=True)
+            if marker in " ".join(p.cmdline())
+        ]
+        return found
+
+    def answers(self) -> list[tuple[str, str, str, str]]:
+        """(state, content, worker, worker_run) of every answer, oldest first, from its SQLite."""
+        with sqlite3.connect(f"file:{self.data_dir / 'db.sqlite3'}?mode=ro", uri=True) as db:
+            return db.execute(
+                "SELECT state, content, worker, worker_run FROM chat_message"
+                " WHERE role = 'assistant' ORDER BY created_at"
+            ).fetchall()
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=self.key, max_retries=0, timeout=120
+        )
+
+    def stop(self) -> int:
+        return self.child.stop(signal.SIGINT, timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_it_fails_the_answer_of_a_worker_killed_under_serve_and_serves_on(
+    tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    served = Served(tmp_path)
+    try:
+        (name,) = inference_worker_names(served.url, served.key)
+        with served.client() as client:
+            model = client.models.list().data[0].id
+            stream = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": LONG_PROMPT}],
+                max_tokens=600,
+                seed=2,
+                stream=True,
+            )
+            chunks = iter(stream)
+            received = ""
+            while len(received) < 40:
+                chunk = next(chunks)
+                received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+            worker = served.program("inference_worker")
+            worker.kill()  # as the kernel's OOM killer would
+            killed = time.monotonic()
+            with pytest.raises(openai.APIError) as caught:
+                for chunk in chunks:
+                    received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+            failed_after = time.monotonic() - killed
+            record_property("answer_failed_after_sigkill_s", round(failed_after, 1))
+            assert caught.value.message == WORKER_LOST_ERROR
+            assert failed_after < 15
+            state, content, _, killed_run = served.answers()[-1]
+            assert state == "failed"
+            assert content.startswith(received)
+
+            # supervisord started the worker again under its name; it takes the next prompt.
+            answer = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            assert answer.choices[0].message.content
+            state, _, worker_name, run = served.answers()[-1]
+            assert (state, worker_name) == ("done", name)
+            assert run != killed_run
+            assert served.program("inference_worker").pid != worker.pid
+    finally:
+        code = served.stop()
+    assert code == 0, served.child.output()
