@@ -8,8 +8,9 @@ and why:
   answers it was writing;
 - a side thread (`_beat`) publishes the worker's presence every second (models, busy, memory,
   queue depths, this process's run), keeps rq's worker and job heartbeats alive during a long
-  generation (rq's SimpleWorker sends none while a job runs), and reaps what dead workers left
-  behind;
+  generation (rq's SimpleWorker sends none while a job runs), registers the worker with rq again
+  when a restarted Redis has forgotten it (`wizweb.rq_registration`), and reaps what dead
+  workers left behind;
 - `kill_horse`, a no-op on a SimpleWorker, aborts the running generation, so rq's own stop-job
   command works;
 - `execute_job` refreshes the database connection, which no request cycle does here.
@@ -46,6 +47,7 @@ from models_admin.workers import (
     worker_state_remove,
 )
 from wizweb.channels_sender import channel_sender
+from wizweb.rq_registration import rq_registration_renew
 
 REAP_EVERY = 2.0
 RQ_HEARTBEAT_EVERY = 10.0
@@ -135,6 +137,10 @@ class InferenceWorker(SimpleWorker):
         while not self._stop_beating.wait(PRESENCE_INTERVAL):
             try:
                 self._publish()
+                if rq_registration_renew(self):
+                    self.log.warning(
+                        "Worker %s: Redis had forgotten it; registered again", self.name
+                    )
                 now = time.monotonic()
                 job = self._current_job
                 if job is not None and now - last_rq_beat >= RQ_HEARTBEAT_EVERY:

@@ -1,5 +1,5 @@
 """`manage.py serve` end to end: its own Redis, daphne and workers, supervised and stopped; a
-worker killed mid-answer under it."""
+worker killed mid-answer under it; its private Redis killed and restarted under it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from chat.services import WORKER_LOST_ERROR
 from models_admin.workers import PRESENCE_TTL
 from tests.chat.test_consumer import LONG_PROMPT
 from tests.processes import MANAGE, Child, free_port, wait_for
+from wizweb.redis_server import redis_wait_ready
 
 
 def healthz(url: str, key: str = "") -> dict | None:
@@ -195,13 +196,19 @@ class Served:
         wait_for(lambda: (healthz(self.url) or {}).get("ok"), timeout=120, what="/healthz ok")
         self.key = staff_api_key(self.data_dir)
 
+    def programs(self, marker: str) -> list[psutil.Process]:
+        """The children of supervisord whose command line has `marker`."""
+        found = []
+        for process in psutil.Process(self.child.pid).children(recursive=True):
+            try:
+                if marker in " ".join(process.cmdline()):
+                    found.append(process)
+            except psutil.NoSuchProcess:
+                continue  # it has just died
+        return found
+
     def program(self, marker: str) -> psutil.Process:
-        """The one child of supervisord whose command line has `marker`."""
-        (found,) = [
-            p
-            for p in psutil.Process(self.child.pid).children(recursive=True)
-            if marker in " ".join(p.cmdline())
-        ]
+        (found,) = self.programs(marker)
         return found
 
     def answers(self) -> list[tuple[str, str, str, str]]:
@@ -265,6 +272,51 @@ def test_it_fails_the_answer_of_a_worker_killed_under_serve_and_serves_on(
             assert (state, worker_name) == ("done", name)
             assert run != killed_run
             assert served.program("inference_worker").pid != worker.pid
+    finally:
+        code = served.stop()
+    assert code == 0, served.child.output()
+
+
+PROGRAMS = {"web": "daphne", "inference": "inference_worker", "downloads": "rqworker"}
+
+
+@pytest.mark.timeout(300)
+def test_every_process_survives_a_restart_of_the_private_redis(
+    tmp_path: Path, record_property: pytest.RecordProperty
+) -> None:
+    served = Served(tmp_path)
+    try:
+        with served.client() as client:
+            model = client.models.list().data[0].id
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+            )
+            pids = {name: served.program(marker).pid for name, marker in PROGRAMS.items()}
+            redis = served.program("redis-server")
+            redis.kill()
+            wait_for(
+                lambda: [p for p in served.programs("redis-server") if p.pid != redis.pid],
+                timeout=30,
+                what="supervisord to start Redis again",
+            )
+            redis_wait_ready(f"unix://{served.data_dir / 'run' / 'redis.sock'}", timeout=30)
+            back = time.monotonic()
+            state = wait_for(
+                lambda: (s := healthz(served.url, served.key)) and s["ok"] and s,
+                timeout=30,
+                what="/healthz to be ok again",
+            )
+            healthy_after = time.monotonic() - back
+            record_property("healthz_ok_after_redis_back_s", round(healthy_after, 1))
+            assert healthy_after < 15
+            assert state["workers"]["downloads"] and state["workers"]["inference"]
+            # Every program lived through it: none was restarted.
+            assert {name: served.program(m).pid for name, m in PROGRAMS.items()} == pids
+
+            answer = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            assert answer.choices[0].message.content
     finally:
         code = served.stop()
     assert code == 0, served.child.output()
