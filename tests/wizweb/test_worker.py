@@ -153,7 +153,11 @@ def restart_under_the_same_name(killed: Child, log_dir: Path) -> Child:
         state = worker_state_get(redis_connection(), killed.name)
         return state is not None and state.pid == restarted.pid
 
-    wait_for(restarted_beats, timeout=30, what="the restarted worker's presence record")
+    try:
+        wait_for(restarted_beats, timeout=30, what="the restarted worker's presence record")
+    except BaseException:
+        restarted.stop()
+        raise
     return restarted
 
 
