@@ -12,9 +12,11 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -317,6 +319,74 @@ def test_every_process_survives_a_restart_of_the_private_redis(
                 model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
             )
             assert answer.choices[0].message.content
+    finally:
+        code = served.stop()
+    assert code == 0, served.child.output()
+
+
+def restart_redis(served: Served) -> float:
+    """Kill the private redis-server as a crash would; when supervisord's new one answers."""
+    redis = served.program("redis-server")
+    redis.kill()
+    wait_for(
+        lambda: [p for p in served.programs("redis-server") if p.pid != redis.pid],
+        timeout=30,
+        what="supervisord to start Redis again",
+    )
+    redis_wait_ready(f"unix://{served.data_dir / 'run' / 'redis.sock'}", timeout=30)
+    return time.monotonic()
+
+
+@pytest.mark.timeout(300)
+def test_answers_streaming_and_waiting_live_through_a_restart_of_the_private_redis(
+    tmp_path: Path,
+) -> None:
+    served = Served(tmp_path)
+    try:
+        with served.client() as client, ThreadPoolExecutor(2) as pool:
+            model = client.models.list().data[0].id
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+            )
+            streaming = threading.Event()
+
+            def streamed() -> str:
+                stream = client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": LONG_PROMPT}],
+                    max_tokens=300,
+                    seed=2,
+                    stream=True,
+                )
+                text = ""
+                for chunk in stream:
+                    text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+                    if len(text) > 40:
+                        streaming.set()
+                return text
+
+            first = pool.submit(streamed)
+            assert streaming.wait(60)
+            second = pool.submit(
+                client.chat.completions.create,
+                model=model,
+                messages=[{"role": "user", "content": "Name a colour."}],
+                max_tokens=8,
+            )
+            wait_for(
+                lambda: [a[0] for a in served.answers()][-2:] == ["running", "queued"],
+                timeout=30,
+                what="the second answer to wait behind the first",
+            )
+            restart_redis(served)
+
+            # The streamed answer went on and its client got all of it; the waiting one lost
+            # its job with Redis's memory, and was queued again and answered.
+            text = first.result(timeout=120)
+            assert second.result(timeout=120).choices[0].message.content
+            (first_state, first_content, _, _), (second_state, *_) = served.answers()[-2:]
+            assert (first_state, second_state) == ("done", "done")
+            assert text == first_content
     finally:
         code = served.stop()
     assert code == 0, served.child.output()
