@@ -334,6 +334,10 @@ WORKER_LOST_ERROR = (
     "The worker writing this answer stopped (it was killed or crashed); the text so far is "
     "kept. Send the prompt again to try once more."
 )
+ANSWER_UNSAVED_ERROR = (
+    "The worker could not save the end of this answer (the database did not answer for too "
+    "long); the text so far is kept. Send the prompt again to try once more."
+)
 HIDDEN_CONVERSATION_TTL = timedelta(hours=1)
 # A queued message younger than this may still be on its way into the queue (on_commit).
 REQUEUE_GRACE = timedelta(seconds=10)
@@ -357,21 +361,25 @@ def _job_mark_failed(connection: redis.Redis, job_id: str, reason: str) -> None:
     pipe.execute()
 
 
-def _writer_is_gone(connection: redis.Redis, message: Message, now: datetime) -> bool:
-    """Whether nobody is writing this running answer any more."""
+def _why_lost(connection: redis.Redis, message: Message, now: datetime) -> str:
+    """Why nobody is writing this running answer any more, or "" while somebody is."""
     if not message.worker_run:
         # Started before runs were recorded: only the name can tell.
-        return not worker_is_alive(connection, message.worker)
+        return "" if worker_is_alive(connection, message.worker) else WORKER_LOST_ERROR
     state = worker_state_get(connection, message.worker)
     if state is None or state.run != message.worker_run:
-        return True  # its process is gone, whether or not a namesake took its place
-    # Its process lives but writes something else: the end of this answer could not be saved
-    # (the database was away). The grace covers a job that started since the last beat.
+        return WORKER_LOST_ERROR  # its process is gone, whether or not a namesake took its place
+    # Its process lives but writes something else: the end of this answer could not be saved.
+    # The grace covers a job that started since the worker's last beat.
     started = message.started_at or message.created_at
-    return state.current_message != str(message.id) and started < now - ORPHAN_GRACE
+    if state.current_message != str(message.id) and started < now - ORPHAN_GRACE:
+        return ANSWER_UNSAVED_ERROR
+    return ""
 
 
-def _generation_fail_lost(connection: redis.Redis, message: Message) -> dict[str, Any] | None:
+def _generation_fail_lost(
+    connection: redis.Redis, message: Message, error: str = WORKER_LOST_ERROR
+) -> dict[str, Any] | None:
     """Fail a running answer whose writer is gone, keeping the text its chunk log holds; its
     `done` frame, or None if it had finished meanwhile."""
     content = "".join(chunk_log_read(connection, message.id, 0))
@@ -379,7 +387,7 @@ def _generation_fail_lost(connection: redis.Redis, message: Message) -> dict[str
         state=Message.State.FAILED,
         content=content,
         finish_reason="error",
-        error=WORKER_LOST_ERROR,
+        error=error,
         finished_at=timezone.now(),
     )
     if not failed:
@@ -391,7 +399,7 @@ def _generation_fail_lost(connection: redis.Redis, message: Message) -> dict[str
     pipe.expire(chunk_log_key(message.id), CHUNK_LOG_TTL)
     pipe.delete(abort_key(message.id))
     pipe.execute()
-    _job_mark_failed(connection, str(message.id), WORKER_LOST_ERROR)
+    _job_mark_failed(connection, str(message.id), error)
     return message.done_frame()
 
 
@@ -413,10 +421,10 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
     now = timezone.now()
     if not _redis_is_settling(connection):
         for message in Message.objects.filter(state=Message.State.RUNNING):
-            if _writer_is_gone(connection, message, now):
-                frame = _generation_fail_lost(connection, message)
-                if frame is not None:
-                    frames.append((message_group(message.id), frame))
+            error = _why_lost(connection, message, now)
+            frame = _generation_fail_lost(connection, message, error) if error else None
+            if frame is not None:
+                frames.append((message_group(message.id), frame))
     stale = Message.objects.filter(
         state=Message.State.QUEUED, role=Message.Role.ASSISTANT, created_at__lt=now - REQUEUE_GRACE
     )

@@ -8,9 +8,11 @@ and why:
   answers it was writing;
 - a side thread (`_beat`) publishes the worker's presence every second (models, busy, memory,
   queue depths, this process's run), keeps rq's worker and job heartbeats alive during a long
-  generation (rq's SimpleWorker sends none while a job runs), registers the worker with rq again
-  when a restarted Redis has forgotten it (`wizweb.rq_registration`), and reaps what dead
-  workers left behind;
+  generation (rq's SimpleWorker sends none while a job runs), and registers the worker with rq
+  again when a restarted Redis has forgotten it (`wizweb.rq_registration`);
+- another (`_reap`) mends what dead workers left behind every two seconds. It is apart from the
+  presence thread because it needs the database: a database that stalls (SQLite locked for
+  20 s) must not stop the beats and make a live worker look dead;
 - `kill_horse`, a no-op on a SimpleWorker, aborts the running generation, so rq's own stop-job
   command works;
 - `execute_job` refreshes the database connection, which no request cycle does here.
@@ -60,7 +62,7 @@ class InferenceWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self._current_job: Job | None = None
         self._stop_beating = threading.Event()
-        self._beater: threading.Thread | None = None
+        self._side_threads: list[threading.Thread] = []
 
     def register_birth(self) -> None:
         name_is_free = self._forget_dead_namesake()
@@ -77,13 +79,17 @@ class InferenceWorker(SimpleWorker):
                 self.log.warning(
                     "Worker %s: could not reap a dead namesake", self.name, exc_info=True
                 )
-        self._beater = threading.Thread(target=self._beat, name="presence", daemon=True)
-        self._beater.start()
+        self._side_threads = [
+            threading.Thread(target=self._beat, name="presence", daemon=True),
+            threading.Thread(target=self._reap, name="reaper", daemon=True),
+        ]
+        for thread in self._side_threads:
+            thread.start()
 
     def register_death(self) -> None:
         self._stop_beating.set()
-        if self._beater is not None:
-            self._beater.join(timeout=5)
+        for thread in self._side_threads:
+            thread.join(timeout=5)
         worker_state_remove(self.connection, self.name)
         super().register_death()
 
@@ -133,7 +139,7 @@ class InferenceWorker(SimpleWorker):
         channel_sender.send(MODELS_GROUP, models_group_message(state.as_frame()))
 
     def _beat(self) -> None:
-        last_reap = last_rq_beat = 0.0
+        last_rq_beat = 0.0
         while not self._stop_beating.wait(PRESENCE_INTERVAL):
             try:
                 self._publish()
@@ -146,12 +152,16 @@ class InferenceWorker(SimpleWorker):
                 if job is not None and now - last_rq_beat >= RQ_HEARTBEAT_EVERY:
                     self.maintain_heartbeats(job)
                     last_rq_beat = now
-                if now - last_reap >= REAP_EVERY:
-                    last_reap = now
-                    close_old_connections()
-                    self._send(generations_reap(connection=self.connection))
             except Exception:  # a missed beat is retried at the next tick
                 self.log.warning("Worker %s: presence update failed", self.name, exc_info=True)
+
+    def _reap(self) -> None:
+        while not self._stop_beating.wait(REAP_EVERY):
+            try:
+                close_old_connections()
+                self._send(generations_reap(connection=self.connection))
+            except Exception:  # retried at the next tick
+                self.log.warning("Worker %s: reaping failed", self.name, exc_info=True)
 
     @staticmethod
     def _send(frames: list[tuple[str, dict[str, Any]]]) -> None:

@@ -17,6 +17,7 @@ from rq.job import Job
 from chat.models import Conversation, Message
 from chat.options import options_parse
 from chat.services import (
+    ANSWER_UNSAVED_ERROR,
     WORKER_LOST_ERROR,
     ChatError,
     generations_reap,
@@ -133,11 +134,11 @@ def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
     running.filter(pk=lost.pk).update(started_at=now - timedelta(minutes=1))
 
     generations_reap(connection=redis_connection())
-    states = dict(running.values_list("id", "state"))
+    states = {m.id: (m.state, m.error) for m in running}
     assert states == {
-        earlier_run.id: Message.State.FAILED,
-        just_started.id: Message.State.RUNNING,
-        lost.id: Message.State.FAILED,
+        earlier_run.id: (Message.State.FAILED, WORKER_LOST_ERROR),
+        just_started.id: (Message.State.RUNNING, ""),
+        lost.id: (Message.State.FAILED, ANSWER_UNSAVED_ERROR),
     }
     running.filter(pk=just_started.pk).update(state="done")
 

@@ -1,10 +1,11 @@
 """Inference workers as a user meets them: priorities, routing, a killed worker (restarted under
-its name or not), a conversation deleted mid-answer, rq's stop."""
+its name or not), a conversation deleted mid-answer, a database locked mid-answer, rq's stop."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection as db_connection
 from django.test import Client
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
@@ -264,3 +266,38 @@ async def test_it_ends_quietly_an_answer_whose_conversation_is_deleted(
     assert pinned_worker.process.poll() is None
     assert "Traceback" not in pinned_worker.output()
     await Conversation.objects.filter(owner=owner).adelete()
+
+
+async def test_an_answer_outlasts_a_database_locked_past_its_timeout(
+    owner: Any, pinned_worker: Child
+) -> None:
+    if db_connection.vendor != "sqlite":
+        pytest.skip("Only SQLite locks the whole database for one writer.")
+    socket = await open_socket(owner)
+    accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=200, seed=2)
+    message_id = accepted["message"]
+    seen = await collect(socket, lambda fs: any(f["type"] == "started" for f in fs))
+
+    def tried_to_save() -> bool:
+        """The worker found the database locked at the end of the answer (and says it will try
+        again), or gave the answer up."""
+        state = worker_state_get(redis_connection(), pinned_worker.name)
+        gave_up = state is not None and state.current_message != message_id
+        return gave_up or "Could not save the end of message" in pinned_worker.output()
+
+    # Another process writes for longer than the workers' 20 s busy timeout.
+    lock = sqlite3.connect(db_connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        await sync_to_async(wait_for)(tried_to_save, timeout=120, what="an attempt to save")
+    finally:
+        lock.close()
+    frames = await collect(socket, lambda fs: done_for(fs, message_id), timeout=60)
+    await socket.disconnect()
+
+    done = done_for(frames, message_id)
+    assert done is not None and done["finish_reason"] in ("stop", "length"), done
+    received = "".join(f["text"] for f in seen + frames if f["type"] == "chunk")
+    message = await Message.objects.aget(pk=message_id)
+    assert message.state == Message.State.DONE
+    assert message.content == done["content"] == received
