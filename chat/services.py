@@ -40,6 +40,7 @@ from models_admin.workers import (
     generation_queue_name,
     pinned_workers_for,
     worker_is_alive,
+    worker_process_gone,
     worker_state_get,
 )
 from wizweb.redis_server import redis_connection
@@ -369,6 +370,8 @@ def _why_lost(connection: redis.Redis, message: Message, now: datetime) -> str:
     state = worker_state_get(connection, message.worker)
     if state is None or state.run != message.worker_run:
         return WORKER_LOST_ERROR  # its process is gone, whether or not a namesake took its place
+    if worker_process_gone(state):
+        return WORKER_LOST_ERROR  # it ran on this host and died: no need to wait for the expiry
     # Its process lives but writes something else: the end of this answer could not be saved.
     # The grace covers a job that started since the worker's last beat.
     started = message.started_at or message.created_at
