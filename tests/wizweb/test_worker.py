@@ -273,7 +273,7 @@ async def test_it_ends_quietly_an_answer_whose_conversation_is_deleted(
 
 
 async def test_an_answer_outlasts_a_database_locked_past_its_timeout(
-    owner: Any, pinned_worker: Child
+    owner: Any, pinned_worker: Child, record_property: Any
 ) -> None:
     if db_connection.vendor != "sqlite":
         pytest.skip("Only SQLite locks the whole database for one writer.")
@@ -296,7 +296,9 @@ async def test_an_answer_outlasts_a_database_locked_past_its_timeout(
         await sync_to_async(wait_for)(tried_to_save, timeout=120, what="an attempt to save")
     finally:
         lock.close()
+    released = time.monotonic()
     frames = await collect(socket, lambda fs: done_for(fs, message_id), timeout=60)
+    record_property("done_after_lock_released_s", round(time.monotonic() - released, 1))
     await socket.disconnect()
 
     done = done_for(frames, message_id)
