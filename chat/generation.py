@@ -4,6 +4,7 @@ running → done / aborted / failed, and its text streams to the browser meanwhi
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -11,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import redis
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from chat.engine import (
     Engine,
@@ -30,6 +32,10 @@ from models_admin.runtime import ModelLoadError, runtime
 from wizweb.channels_sender import ChannelSender
 
 log = logging.getLogger(__name__)
+
+# How long the end of an answer waits for the database (see _save_end), and how often it tries.
+SAVE_PATIENCE = 120.0
+SAVE_RETRY_EVERY = 1.0
 
 # The generation this process runs now, so that rq's stop-job command can abort it.
 current_generation: Generation | None = None
@@ -149,10 +155,15 @@ def generation_run(
     sender: ChannelSender,
     connection: redis.Redis,
     worker_name: str,
+    worker_run: str,
 ) -> None:
-    message = Message.objects.select_related("conversation", "model", "parent").get(pk=message_id)
-    if not message.start(worker=worker_name):
-        return  # aborted while it waited in the queue
+    message = (
+        Message.objects.select_related("conversation", "model", "parent")
+        .filter(pk=message_id)
+        .first()
+    )
+    if message is None or not message.start(worker=worker_name, run=worker_run):
+        return  # deleted or aborted while it waited in the queue
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)
     for group, frame in queue_position_frames():
@@ -180,26 +191,52 @@ def generation_run(
         log.exception("Generation of message %s failed", message.id)
         error = f"The generation failed on worker {worker_name}: {exc}. Try again."
 
+    # Every chunk is in the log before the row says finished (see chat.streams.message_backlog).
+    stream.flush()
     if finished is not None:
-        message.finish(
-            state=Message.State.ABORTED
+        ending: dict[str, Any] = {
+            "state": Message.State.ABORTED
             if finished.finish_reason == "aborted"
             else Message.State.DONE,
-            content=finished.content,
-            finish_reason=finished.finish_reason,
-            prompt_tokens=finished.prompt_tokens,
-            completion_tokens=finished.completion_tokens,
-            cached_tokens=finished.cached_tokens,
-            trimmed=asdict(finished.trimmed) if finished.trimmed else None,
-            tool_calls=tool_calls,
-            timings=_timings(message, finished),
-        )
+            "content": finished.content,
+            "finish_reason": finished.finish_reason,
+            "prompt_tokens": finished.prompt_tokens,
+            "completion_tokens": finished.completion_tokens,
+            "cached_tokens": finished.cached_tokens,
+            "trimmed": asdict(finished.trimmed) if finished.trimmed else None,
+            "tool_calls": tool_calls,
+            "timings": _timings(message, finished),
+        }
     else:
-        message.finish(
-            state=Message.State.FAILED,
-            content="".join(parts),
-            finish_reason="error",
-            error=error,
-        )
-    message.conversation.touch()
+        ending = {
+            "state": Message.State.FAILED,
+            "content": "".join(parts),
+            "finish_reason": "error",
+            "error": error,
+        }
+    if not _save_end(message, ending):
+        # Its conversation was deleted while it was written (the deletion aborted it first).
+        # Nothing is left to save, but the log, the abort key and any follower are still ours.
+        log.info("Message %s was deleted while it was written; its answer is dropped", message.id)
     stream.finished(message.done_frame())
+
+
+def _save_end(message: Message, ending: dict[str, Any]) -> bool:
+    """Save the end of an answer and touch its conversation; False when the row is gone.
+
+    A database that is briefly away (SQLite locked past its timeout, PostgreSQL restarting) is
+    waited for, up to SAVE_PATIENCE seconds: a whole answer is worth it. Past that the error
+    stands, and the reaper fails the answer from its chunk log once the database is back."""
+    deadline = time.monotonic() + SAVE_PATIENCE
+    while True:
+        try:
+            saved = message.finish(**ending)
+            if saved:
+                message.conversation.touch()
+            return saved
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Could not save the end of message %s (%s); trying again", message.id, exc)
+            close_old_connections()  # a connection the database dropped is opened again
+            time.sleep(SAVE_RETRY_EVERY)

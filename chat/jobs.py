@@ -7,6 +7,7 @@ from rq import get_current_job
 from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_parse
+from models_admin.workers import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
 
 
@@ -14,7 +15,9 @@ def generate_message(message_id: str) -> None:
     """Generate the answer of one assistant message (runs on an inference worker)."""
     job = get_current_job()
     assert job is not None
-    options = Message.objects.values_list("options", flat=True).get(pk=message_id)
+    options = Message.objects.values_list("options", flat=True).filter(pk=message_id).first()
+    if options is None:
+        return  # its conversation was deleted while it waited in the queue
     # Options were checked before the job was enqueued; parse again to get the typed form.
     generation_run(
         message_id=message_id,
@@ -22,4 +25,6 @@ def generate_message(message_id: str) -> None:
         sender=channel_sender,
         connection=job.connection,
         worker_name=job.worker_name or "",
+        # SimpleWorker runs the job in the worker's own process: this is the worker's run.
+        worker_run=PROCESS_RUN,
     )

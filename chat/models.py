@@ -32,7 +32,9 @@ class Conversation(models.Model):
 
     def touch(self) -> None:
         self.updated_at = timezone.now()
-        self.save(update_fields=["updated_at"])
+        # An update, not save(update_fields=...): a worker may touch a conversation that was
+        # deleted while it answered.
+        Conversation.objects.filter(pk=self.pk).update(updated_at=self.updated_at)
 
 
 class Message(models.Model):
@@ -86,6 +88,9 @@ class Message(models.Model):
     tool_calls = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # The run (one process) of that worker: a namesake restarted after a crash has another, so
+    # the reaper can tell that this answer's writer is gone (models_admin.workers).
+    worker_run = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -112,14 +117,15 @@ class Message(models.Model):
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens or 0},
         }
 
-    def start(self, *, worker: str) -> bool:
+    def start(self, *, worker: str, run: str) -> bool:
         """queued → running; False when it is no longer queued (aborted meanwhile)."""
         now = timezone.now()
         started = Message.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
-            state=self.State.RUNNING, worker=worker, started_at=now
+            state=self.State.RUNNING, worker=worker, worker_run=run, started_at=now
         )
         if started:
-            self.state, self.worker, self.started_at = self.State.RUNNING, worker, now
+            self.state, self.worker, self.worker_run = self.State.RUNNING, worker, run
+            self.started_at = now
         return bool(started)
 
     def finish(
@@ -135,7 +141,9 @@ class Message(models.Model):
         tool_calls: list[dict[str, Any]] | None = None,
         timings: dict[str, Any] | None = None,
         error: str = "",
-    ) -> None:
+    ) -> bool:
+        """Save the end of the generation; False when the row is gone (its conversation was
+        deleted meanwhile), which is not an error: there is nobody left to tell."""
         self.state = state
         self.content = content
         self.finish_reason = finish_reason
@@ -147,21 +155,24 @@ class Message(models.Model):
         self.timings = timings or {}
         self.error = error
         self.finished_at = timezone.now()
-        self.save(
-            update_fields=[
-                "state",
-                "content",
-                "finish_reason",
-                "prompt_tokens",
-                "completion_tokens",
-                "cached_tokens",
-                "trimmed",
-                "tool_calls",
-                "timings",
-                "error",
-                "finished_at",
-            ]
+        fields = (
+            "state",
+            "content",
+            "finish_reason",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "trimmed",
+            "tool_calls",
+            "timings",
+            "error",
+            "finished_at",
         )
+        # An update, not save(update_fields=...), which raises on a deleted row.
+        updated = Message.objects.filter(pk=self.pk).update(
+            **{name: getattr(self, name) for name in fields}
+        )
+        return bool(updated)
 
     def done_frame(self) -> dict[str, Any]:
         """The `done` frame of a finished generation (docs/protocol.md)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -24,13 +24,24 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Conversation, Message, SystemPromptPreset
 from chat.options import MAX_SYSTEM_PROMPT_CHARS, GenerationOptions, options_parse
-from chat.streams import abort_channel, abort_key, chunk_log_read, message_group, user_group
+from chat.streams import (
+    CHUNK_LOG_TTL,
+    abort_channel,
+    abort_key,
+    chunk_log_key,
+    chunk_log_read,
+    message_group,
+    user_group,
+)
 from models_admin.models import LocalModel
 from models_admin.workers import (
+    PRESENCE_TTL,
     PRIORITIES,
     generation_queue_name,
     pinned_workers_for,
     worker_is_alive,
+    worker_process_gone,
+    worker_state_get,
 )
 from wizweb.redis_server import redis_connection
 
@@ -131,6 +142,13 @@ def _enqueue(message: Message) -> None:
 
 
 def _check_pending_limit(user: User) -> None:
+    """Refuse past the pending limit; called inside the transaction that adds the answer.
+
+    Counting and then inserting is a race between two requests of one user, so the user's row
+    is locked first: a second submission waits here until the first has committed and then
+    counts its answer. (SQLite has no row locks, but its transactions begin IMMEDIATE, see
+    settings, so writers are serialized anyway.)"""
+    User.objects.select_for_update().filter(pk=user.pk).first()
     pending = Message.objects.filter(
         conversation__owner=user,
         role=Message.Role.ASSISTANT,
@@ -317,9 +335,16 @@ WORKER_LOST_ERROR = (
     "The worker writing this answer stopped (it was killed or crashed); the text so far is "
     "kept. Send the prompt again to try once more."
 )
+ANSWER_UNSAVED_ERROR = (
+    "The worker could not save the end of this answer (the database did not answer for too "
+    "long); the text so far is kept. Send the prompt again to try once more."
+)
 HIDDEN_CONVERSATION_TTL = timedelta(hours=1)
 # A queued message younger than this may still be on its way into the queue (on_commit).
 REQUEUE_GRACE = timedelta(seconds=10)
+# How long a running answer may be out of its live worker's presence record before it is taken
+# for lost: far longer than the second between two records.
+ORPHAN_GRACE = timedelta(seconds=30)
 
 
 def _job_mark_failed(connection: redis.Redis, job_id: str, reason: str) -> None:
@@ -337,29 +362,72 @@ def _job_mark_failed(connection: redis.Redis, job_id: str, reason: str) -> None:
     pipe.execute()
 
 
+def _why_lost(connection: redis.Redis, message: Message, now: datetime) -> str:
+    """Why nobody is writing this running answer any more, or "" while somebody is."""
+    if not message.worker_run:
+        # Started before runs were recorded: only the name can tell.
+        return "" if worker_is_alive(connection, message.worker) else WORKER_LOST_ERROR
+    state = worker_state_get(connection, message.worker)
+    if state is None or state.run != message.worker_run:
+        return WORKER_LOST_ERROR  # its process is gone, whether or not a namesake took its place
+    if worker_process_gone(state):
+        return WORKER_LOST_ERROR  # it ran on this host and died: no need to wait for the expiry
+    # Its process lives but writes something else: the end of this answer could not be saved.
+    # The grace covers a job that started since the worker's last beat.
+    started = message.started_at or message.created_at
+    if state.current_message != str(message.id) and started < now - ORPHAN_GRACE:
+        return ANSWER_UNSAVED_ERROR
+    return ""
+
+
+def _generation_fail_lost(
+    connection: redis.Redis, message: Message, error: str = WORKER_LOST_ERROR
+) -> dict[str, Any] | None:
+    """Fail a running answer whose writer is gone, keeping the text its chunk log holds; its
+    `done` frame, or None if it had finished meanwhile."""
+    content = "".join(chunk_log_read(connection, message.id, 0))
+    failed = Message.objects.filter(pk=message.pk, state=Message.State.RUNNING).update(
+        state=Message.State.FAILED,
+        content=content,
+        finish_reason="error",
+        error=error,
+        finished_at=timezone.now(),
+    )
+    if not failed:
+        return None
+    message.refresh_from_db()
+    # What the writer would have done at the end: the log expires like any answer's, and an
+    # abort asked of it no longer has anyone to stop.
+    pipe = connection.pipeline(transaction=False)
+    pipe.expire(chunk_log_key(message.id), CHUNK_LOG_TTL)
+    pipe.delete(abort_key(message.id))
+    pipe.execute()
+    _job_mark_failed(connection, str(message.id), error)
+    return message.done_frame()
+
+
+def _redis_is_settling(connection: redis.Redis) -> bool:
+    """A Redis that has just (re)started has not got every live worker's presence record back
+    yet (they are written every second): their answers must not be taken for lost."""
+    info: dict[str, Any] = connection.info("server")  # type: ignore[assignment]
+    return int(info.get("uptime_in_seconds", PRESENCE_TTL)) < PRESENCE_TTL
+
+
 def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
     """Mend what dead workers and a restarted Redis leave behind; returns the frames to send.
 
-    A running generation whose worker has stopped beating is marked failed, keeping the text
-    its chunk log holds. A queued one whose job is gone from Redis is queued again.
+    A running generation whose writer is gone (its worker's process stopped beating, or beats
+    without writing it) is marked failed, keeping the text its chunk log holds. A queued one
+    whose job is gone from Redis is queued again.
     """
     frames = []
     now = timezone.now()
-    for message in Message.objects.filter(state=Message.State.RUNNING):
-        if worker_is_alive(connection, message.worker):
-            continue
-        content = "".join(chunk_log_read(connection, message.id, 0))
-        failed = Message.objects.filter(pk=message.pk, state=Message.State.RUNNING).update(
-            state=Message.State.FAILED,
-            content=content,
-            finish_reason="error",
-            error=WORKER_LOST_ERROR,
-            finished_at=now,
-        )
-        if failed:
-            message.refresh_from_db()
-            frames.append((message_group(message.id), message.done_frame()))
-            _job_mark_failed(connection, str(message.id), WORKER_LOST_ERROR)
+    if not _redis_is_settling(connection):
+        for message in Message.objects.filter(state=Message.State.RUNNING):
+            error = _why_lost(connection, message, now)
+            frame = _generation_fail_lost(connection, message, error) if error else None
+            if frame is not None:
+                frames.append((message_group(message.id), frame))
     stale = Message.objects.filter(
         state=Message.State.QUEUED, role=Message.Role.ASSISTANT, created_at__lt=now - REQUEUE_GRACE
     )
@@ -370,6 +438,20 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
     Conversation.objects.filter(
         in_history=False, updated_at__lt=now - HIDDEN_CONVERSATION_TTL
     ).exclude(messages__state__in=(Message.State.QUEUED, Message.State.RUNNING)).delete()
+    return frames
+
+
+def generations_reap_namesake(
+    *, connection: redis.Redis, worker: str, run: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Fail at once the answers an earlier process of this worker was writing: called by a
+    worker at its start, once it knows no other process of its name is alive."""
+    frames = []
+    running = Message.objects.filter(state=Message.State.RUNNING, worker=worker)
+    for message in running.exclude(worker_run=run):
+        frame = _generation_fail_lost(connection, message)
+        if frame is not None:
+            frames.append((message_group(message.id), frame))
     return frames
 
 

@@ -3,11 +3,18 @@
 Every chunk is appended to a Redis list before it is broadcast; the list index is its `seq`, so
 seq numbers have no gaps and a browser that (re)subscribes can be given exactly what it missed
 (see `ChatConsumer.catch_up`). Text is coalesced for `WIZ_CHUNK_INTERVAL` seconds so the
-pipeline costs little per token.
+pipeline costs little per token. Each append also renews the log's expiry, so the log of an
+answer whose worker died mid-way is gone an hour later like any other.
+
+The private Redis keeps nothing on disk. If it restarts while an answer is written, the writer
+keeps its text until Redis is back and then writes the log again whole, so every seq still
+means the same text; the abort watcher listens again. Followers catch up from the log
+(`chat.follow`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -18,6 +25,8 @@ import redis
 from django.conf import settings
 
 from wizweb.channels_sender import ChannelSender
+
+log = logging.getLogger(__name__)
 
 # Kept after the answer is saved, so a late subscriber still gets the chunks it missed.
 CHUNK_LOG_TTL = 3600
@@ -106,17 +115,28 @@ class AbortWatcher:
         self._thread.join()
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._listen():
+                    self.on_abort()
+                return
+            except redis.RedisError:
+                # Redis is away (restarting): listen again once it is back.
+                log.warning("Lost Redis while listening for an abort of %s", self.message_id)
+                self._stop.wait(1.0)
+
+    def _listen(self) -> bool:
+        """Whether an abort was asked (False: the generation ended first)."""
         pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(abort_channel(self.message_id))
         try:
+            pubsub.subscribe(abort_channel(self.message_id))
             # Asked before we listened: the key says so.
             if self.connection.exists(abort_key(self.message_id)):
-                self.on_abort()
-                return
+                return True
             while not self._stop.is_set():
                 if pubsub.get_message(timeout=0.2) is not None:
-                    self.on_abort()
-                    return
+                    return True
+            return False
         finally:
             pubsub.close()
 
@@ -132,6 +152,8 @@ class MessageStream:
         self.log_key = chunk_log_key(message_id)
         self.interval = settings.WIZ_CHUNK_INTERVAL
         self._buffer: list[str] = []
+        self._logged: list[str] = []  # what the log holds, chunk by chunk
+        self._redis_away = False
         # The first text goes out at once: time to first token is what people notice.
         self._last_flush = 0.0
 
@@ -155,14 +177,42 @@ class MessageStream:
         if not self._buffer:
             return
         text = "".join(self._buffer)
+        try:
+            seq = self._append(text)
+        except redis.RedisError:
+            # Redis is away (restarting, most likely). The text stays buffered for the next
+            # flush; the answer itself goes on, and its row gets the whole text at the end.
+            if not self._redis_away:
+                log.warning("Lost Redis while streaming %s; keeping its text", self.message_id)
+            self._redis_away = True
+            return
+        self._redis_away = False
         self._buffer.clear()
-        seq = int(self.connection.rpush(self.log_key, text))  # type: ignore[arg-type]
         chunk: ChunkFrame = {"type": "chunk", "message": self.message_id, "seq": seq, "text": text}
         self.frame(dict(chunk))
 
+    def _append(self, text: str) -> int:
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.rpush(self.log_key, text)
+        pipe.expire(self.log_key, CHUNK_LOG_TTL)
+        seq = int(pipe.execute()[0])
+        if seq != len(self._logged) + 1:
+            # The log is not what we wrote: Redis restarted and forgot it. Write it again whole,
+            # in one transaction, so that seq n means the same text to every reader.
+            pipe = self.connection.pipeline(transaction=True)
+            pipe.delete(self.log_key)
+            pipe.rpush(self.log_key, *self._logged, text)
+            pipe.expire(self.log_key, CHUNK_LOG_TTL)
+            pipe.execute()
+            seq = len(self._logged) + 1
+        self._logged.append(text)
+        return seq
+
     def finished(self, done_frame: dict[str, Any]) -> None:
         self.flush()
-        self.connection.expire(self.log_key, CHUNK_LOG_TTL)
-        self.connection.delete(abort_key(self.message_id))
+        try:
+            self.connection.delete(abort_key(self.message_id))
+        except redis.RedisError:
+            log.warning("Could not clear the abort flag of %s", self.message_id, exc_info=True)
         self.frame(done_frame)
         self.sender.flush()

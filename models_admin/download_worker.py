@@ -4,7 +4,8 @@
 What it overrides and why:
 - `register_birth` starts a side thread that every few seconds queues again the downloads
   nobody is fetching (their worker was killed, or `serve` restarted and the private Redis forgot
-  its queue), so they resume from their partial files without anyone asking;
+  its queue), so they resume from their partial files without anyone asking, and registers the
+  worker with rq again when a restarted Redis has forgotten it (`wizweb.rq_registration`);
 - `handle_warm_shutdown_request`: rq's warm shutdown waits for the running job, which for a
   download may be an hour; the horse is stopped at once instead (its partial file stays, and
   the next worker resumes it);
@@ -27,6 +28,7 @@ from rq.worker import Worker
 
 from models_admin.services import downloads_revive
 from models_admin.transfer import lease_key
+from wizweb.rq_registration import rq_registration_renew
 
 REVIVE_EVERY = 2.0
 
@@ -51,6 +53,8 @@ class DownloadWorker(Worker):
     def _revive(self) -> None:
         while True:
             try:
+                if rq_registration_renew(self):
+                    self.log.warning("Redis had forgotten this worker; registered it again")
                 close_old_connections()
                 for download in downloads_revive(connection=self.connection):
                     self.log.info("Resuming the download of %s", download.file)

@@ -1,15 +1,23 @@
 """Inference workers as the rest of the system sees them: a presence record per worker in Redis
 (models held, pinned model, busy or idle, resident memory, queue depths, heartbeat), refreshed
 every `PRESENCE_INTERVAL` seconds and gone `PRESENCE_TTL` seconds after the worker stops
-beating, and the queue names that route a generation to a worker that may run it."""
+beating, and the queue names that route a generation to a worker that may run it.
+
+A worker's name outlives its process (supervisord restarts `inference-1` as `inference-1`), so
+each process also has a *run*: a random token of its own, in its presence record and in the
+messages it writes. A message is alive only while the run that writes it is.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psutil
 import redis
 from django.conf import settings
 
@@ -19,6 +27,8 @@ WORKERS_SET = "wiz:workers"
 # The channel-layer group of the model-admin pages (/ws/models/).
 MODELS_GROUP = "models"
 PRIORITIES = ("high", "normal", "low")
+# This process's run: a worker restarted under the same name gets a new one.
+PROCESS_RUN = secrets.token_hex(8)
 
 
 def presence_key(worker: str) -> str:
@@ -56,6 +66,7 @@ class WorkerState:
     host_available_bytes: int = 0
     queue_depths: dict[str, int] = field(default_factory=dict)
     heartbeat: float = 0.0
+    run: str = ""
 
     def as_frame(self) -> dict[str, Any]:
         """The `worker.status` event of /ws/models/ (docs/protocol.md)."""
@@ -79,6 +90,29 @@ def worker_state_remove(connection: redis.Redis, name: str) -> None:
 
 def worker_is_alive(connection: redis.Redis, name: str) -> bool:
     return bool(name) and bool(connection.exists(presence_key(name)))
+
+
+def worker_state_get(connection: redis.Redis, name: str) -> WorkerState | None:
+    raw = connection.get(presence_key(name)) if name else None
+    return WorkerState(**json.loads(raw)) if raw else None  # type: ignore[arg-type]
+
+
+def worker_run_is_alive(connection: redis.Redis, name: str, run: str) -> bool:
+    """Whether the process `run` of worker `name` still beats (a namesake does not count)."""
+    state = worker_state_get(connection, name)
+    return state is not None and state.run == run
+
+
+def worker_process_gone(state: WorkerState) -> bool:
+    """Whether the process behind a presence record is certainly dead: it ran on this host and
+    its pid is gone, a zombie, or a newer process. (Elsewhere only the record's expiry tells.)"""
+    if state.host != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(state.pid)
+        return process.status() == psutil.STATUS_ZOMBIE or process.create_time() > state.heartbeat
+    except psutil.NoSuchProcess:
+        return True
 
 
 def worker_states(connection: redis.Redis) -> list[WorkerState]:

@@ -17,7 +17,7 @@ from django.test import Client
 
 from models_admin.models import LocalModel
 from models_admin.services import localmodel_register, localmodel_register_default
-from models_admin.workers import worker_is_alive
+from models_admin.workers import worker_state_get
 from tests.processes import (
     Child,
     child_env,
@@ -139,7 +139,13 @@ def start_worker(name: str, log_dir: Path, *, model: str | None = None, **env: s
     def registered() -> bool:
         if child.process.poll() is not None:
             raise RuntimeError(f"The worker exited:\n{child.output()}")
-        return worker_is_alive(redis_connection(), name)
+        # This very process: a record of the same name may still be a dead namesake's.
+        state = worker_state_get(redis_connection(), name)
+        return state is not None and state.pid == child.pid
 
-    wait_for(registered, timeout=60, what=f"the inference worker {name} to register")
+    try:
+        wait_for(registered, timeout=60, what=f"the inference worker {name} to register")
+    except BaseException:
+        child.stop()
+        raise
     return child

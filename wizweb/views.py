@@ -11,7 +11,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from rq import Worker
 
 from models_admin.workers import worker_states
-from wizweb.apikeys import apikey_create, apikey_revoke
+from wizweb.apikeys import apikey_create, apikey_from_request, apikey_revoke
 from wizweb.models import ApiKey
 from wizweb.redis_server import redis_connection
 
@@ -62,13 +62,29 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
     return redis_state, worker_state
 
 
+def _is_staff(request: HttpRequest) -> bool:
+    """A staff session or a staff user's API key; False when the database cannot tell (it is
+    down, and /healthz must still answer)."""
+    try:
+        if request.user.is_authenticated:
+            return bool(request.user.is_staff)
+        api_key = apikey_from_request(request)
+        return api_key is not None and api_key.user.is_staff
+    except DatabaseError:
+        return False
+
+
 @login_not_required
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    """ok or not for anyone (a load balancer, a monitor); what is down, and the names of hosts,
+    workers and models, only for staff: they tell an outsider too much about the machine."""
     db = _check_db()
     redis_state, workers = _check_redis_and_workers()
     healthy = db["ok"] and redis_state["ok"] and workers["ok"]
-    body = {"ok": healthy, "db": db, "redis": redis_state, "workers": workers}
+    body: dict[str, Any] = {"ok": healthy}
+    if _is_staff(request):
+        body.update(db=db, redis=redis_state, workers=workers)
     return JsonResponse(body, status=200 if healthy else 503)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection as db_connection
 from django.test import override_settings
 from django.utils import timezone
 from rq import Queue
@@ -14,14 +17,16 @@ from rq.job import Job
 from chat.models import Conversation, Message
 from chat.options import options_parse
 from chat.services import (
+    ANSWER_UNSAVED_ERROR,
     WORKER_LOST_ERROR,
     ChatError,
     generations_reap,
     prompt_submit,
     queue_position_frames,
 )
-from chat.streams import chunk_log_key
-from models_admin.workers import generation_queue_name
+from chat.streams import abort_key, chunk_log_key
+from models_admin.workers import PRESENCE_TTL, generation_queue_name, worker_state_get
+from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +46,18 @@ def queues_no_worker_serves() -> Any:
     # The session's inference worker may be running: these tests watch rows stay queued.
     with override_settings(GENERATION_QUEUES=["idle-high", "idle", "idle-low"]):
         yield
+
+
+@pytest.fixture
+def redis_settled() -> None:
+    """The reaper leaves running answers alone while Redis is younger than PRESENCE_TTL (the
+    workers' presence records are not all back yet); the test session's Redis may be that young."""
+
+    def settled() -> bool:
+        info: dict[str, Any] = redis_connection().info("server")  # type: ignore[assignment]
+        return int(info["uptime_in_seconds"]) >= PRESENCE_TTL
+
+    wait_for(settled, timeout=PRESENCE_TTL + 2, what="Redis to be older than PRESENCE_TTL")
 
 
 def drop_queued_jobs() -> None:
@@ -76,6 +93,7 @@ def test_it_orders_the_queue_by_tier_then_age(owner: Any, default_model: Any) ->
     assert frames == {str(high.id): 1, str(normal.id): 2, str(low.id): 3}
 
 
+@pytest.mark.usefixtures("redis_settled")
 def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     owner: Any, default_model: Any
 ) -> None:
@@ -85,6 +103,7 @@ def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     Message.objects.filter(pk=message.pk).update(state="running", worker="vanished-worker")
     connection = redis_connection()
     connection.rpush(chunk_log_key(message.id), "Once upon", " a time")
+    connection.set(abort_key(message.id), 1)
     frames = generations_reap(connection=connection)
     message.refresh_from_db()
     assert message.state == Message.State.FAILED
@@ -92,6 +111,59 @@ def test_it_fails_a_running_answer_whose_worker_is_gone_and_keeps_its_text(
     assert message.error == WORKER_LOST_ERROR
     assert frames and frames[0][1]["finish_reason"] == "error"
     assert generations_reap(connection=connection) == []  # once only
+    # Nobody else would ever expire the log or clear the abort flag of this answer.
+    assert 0 < connection.ttl(chunk_log_key(message.id)) <= 3600
+    assert not connection.exists(abort_key(message.id))
+
+
+@pytest.mark.usefixtures("redis_settled")
+def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    live = worker_state_get(redis_connection(), "test-inference")
+    assert live is not None and live.run
+    messages = [submit(owner).message for _ in range(3)]
+    drop_queued_jobs()
+    earlier_run, just_started, lost = messages
+    now = timezone.now()
+    running = Message.objects.filter(pk__in=[m.pk for m in messages])
+    running.update(state="running", worker="test-inference", worker_run=live.run, started_at=now)
+    # A process of that name that died; the one beating now was started after it.
+    running.filter(pk=earlier_run.pk).update(worker_run="0" * 16)
+    # Its own run, but not what it reports writing for a long while: its end was never saved.
+    running.filter(pk=lost.pk).update(started_at=now - timedelta(minutes=1))
+
+    generations_reap(connection=redis_connection())
+    states = {m.id: (m.state, m.error) for m in running}
+    assert states == {
+        earlier_run.id: (Message.State.FAILED, WORKER_LOST_ERROR),
+        just_started.id: (Message.State.RUNNING, ""),
+        lost.id: (Message.State.FAILED, ANSWER_UNSAVED_ERROR),
+    }
+    running.filter(pk=just_started.pk).update(state="done")
+
+
+@override_settings(WIZ_MAX_PENDING_PER_USER=4)
+def test_it_holds_the_pending_limit_against_simultaneous_prompts(
+    owner: Any, default_model: Any
+) -> None:
+    start = threading.Barrier(10)
+
+    def prompt(_: int) -> str:
+        try:
+            start.wait()
+            submit(owner)
+            return "accepted"
+        except ChatError as exc:
+            return exc.code
+        finally:
+            db_connection.close()
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(prompt, range(10)))
+    drop_queued_jobs()
+    assert sorted(results) == ["accepted"] * 4 + ["too_many_pending"] * 6
+    assert Message.objects.filter(conversation__owner=owner, role="assistant").count() == 4
 
 
 def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_model: Any) -> None:
