@@ -47,7 +47,11 @@ async def collect(
 ) -> list[dict]:
     frames: list[dict] = []
     while not until(frames):
-        frames.append(await socket.receive_json_from(timeout=timeout))
+        try:
+            frames.append(await socket.receive_json_from(timeout=timeout))
+        except TimeoutError:
+            # Say what did come: an error frame in there is usually the whole story.
+            raise TimeoutError(f"No frame for {timeout} s; received before: {frames}") from None
     return frames
 
 
