@@ -49,9 +49,11 @@ async def collect(
     while not until(frames):
         try:
             frames.append(await socket.receive_json_from(timeout=timeout))
-        except TimeoutError:
+        except Exception as exc:  # a timeout, or what cancelling the consumer raised
             # Say what did come: an error frame in there is usually the whole story.
-            raise TimeoutError(f"No frame for {timeout} s; received before: {frames}") from None
+            raise AssertionError(
+                f"No frame within {timeout} s ({exc!r}); received before: {frames}"
+            ) from exc
     return frames
 
 
