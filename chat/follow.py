@@ -88,6 +88,9 @@ async def message_follow(message_id: uuid.UUID | str) -> AsyncIterator[dict[str,
     finally:
         if receiving is not None:
             receiving.cancel()
+            # Let the cancelled receive release the layer's receive lock before this event loop
+            # may end (an async view run by async_to_sync has a loop of its own).
+            await asyncio.wait({receiving})
         with contextlib.suppress(redis.RedisError, OSError):
             await layer.group_discard(group, channel)
 

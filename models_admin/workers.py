@@ -97,12 +97,6 @@ def worker_state_get(connection: redis.Redis, name: str) -> WorkerState | None:
     return WorkerState(**json.loads(raw)) if raw else None  # type: ignore[arg-type]
 
 
-def worker_run_is_alive(connection: redis.Redis, name: str, run: str) -> bool:
-    """Whether the process `run` of worker `name` still beats (a namesake does not count)."""
-    state = worker_state_get(connection, name)
-    return state is not None and state.run == run
-
-
 def worker_process_gone(state: WorkerState) -> bool:
     """Whether the process behind a presence record is certainly dead: it ran on this host and
     its pid is gone, a zombie, or a newer process. (Elsewhere only the record's expiry tells.)"""
