@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
@@ -36,11 +36,19 @@ PASSWORD = "correct horse battery staple"
 async def channel_layer_closed() -> AsyncIterator[None]:
     """Each async test has its own event loop; the channel layer's pools must not outlive it.
 
+    Nor may the layer itself: channels_redis keeps a receive lock bound to the loop of the
+    first receive and drops it only when the last receive returns, so a consumer still
+    receiving when its test's loop closed (seen after tests that kill workers mid-answer) made
+    every later consumer fail with "Lock ... is bound to a different event loop". Each test
+    gets a layer of its own.
+
     The async ORM (`aget`, `acount`, ...) runs in asgiref's one thread for sync code, whose
     database connection would stay open to the end and keep PostgreSQL from dropping the
     test database; it is closed after each test, in that thread."""
+    channel_layers.backends.clear()
     yield
     await get_channel_layer().close_pools()
+    channel_layers.backends.clear()
     await sync_to_async(connections.close_all)()
 
 

@@ -262,7 +262,9 @@ def test_it_fails_the_answer_of_a_worker_killed_under_serve_and_serves_on(
             failed_after = time.monotonic() - killed
             record_property("answer_failed_after_sigkill_s", round(failed_after, 1))
             assert caught.value.message == WORKER_LOST_ERROR
-            assert failed_after < 15
+            # Measured 2.4 to 4.4 s; it includes supervisord starting the worker again (a model
+            # load), which a busy box can stretch, so the bound is loose.
+            assert failed_after < 45
             state, content, _, killed_run = served.answers()[-1]
             assert state == "failed"
             assert content.startswith(received)

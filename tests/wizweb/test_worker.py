@@ -178,7 +178,9 @@ async def test_it_fails_at_once_the_answer_of_a_dead_worker_restarted_under_its_
         received = "".join(f["text"] for f in seen + frames if f["type"] == "chunk")
         assert received and done["content"].startswith(received)
         record_property("failed_after_death_with_restart_s", round(noticed_after, 1))
-        assert noticed_after < 15
+        # Measured 1.5 to 2.3 s; the time includes starting the new worker process (a model
+        # load), which a box busy with other work can stretch past 15 s, so the bound is loose.
+        assert noticed_after < 45
         message = await Message.objects.aget(pk=message_id)
         assert message.state == Message.State.FAILED
         assert message.content == done["content"]
