@@ -95,6 +95,22 @@ class Finished:
 Event = TextDelta | Finished
 
 
+def grammar_sampler_check(vocab: object, grammar: str) -> None:
+    """Build the grammar's sampler once against a model's vocabulary and free it.
+
+    llama.cpp answers a grammar it refuses with a null sampler, which llama-cpp-python would
+    use and crash the worker with; `chat.grammar.grammar_check` has refused every such grammar
+    before it got here, except a token literal (`<name>`) that is not one token of this model,
+    which only the vocabulary can tell."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise GrammarError(
+            "The grammar was refused by llama.cpp for this model: a token literal (<...>) "
+            "that is not one token of its vocabulary, most likely; check the grammar."
+        )
+    llama_cpp.llama_sampler_free(sampler)
+
+
 class Engine:
     def __init__(self, llama: llama_cpp.Llama, *, chat_template: str = "") -> None:
         self.llama = llama
@@ -219,21 +235,7 @@ class Engine:
         return same
 
     def grammar_check(self, grammar: str) -> None:
-        """Build the grammar's sampler once against this model's vocabulary and free it.
-
-        llama.cpp answers a grammar it refuses with a null sampler, which llama-cpp-python
-        would use and crash the worker with; `chat.grammar.grammar_check` has refused every
-        such grammar before it got here, except a token literal (`<name>`) that is not one
-        token of this model, which only the vocabulary can tell."""
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self._vocab, grammar.encode("utf-8"), b"root"
-        )
-        if not sampler:
-            raise GrammarError(
-                "The grammar was refused by llama.cpp for this model: a token literal (<...>) "
-                "that is not one token of its vocabulary, most likely; check the grammar."
-            )
-        llama_cpp.llama_sampler_free(sampler)
+        grammar_sampler_check(self._vocab, grammar)
 
     def submit(self, request: GenerationRequest) -> Generation:
         return Generation(self, request)

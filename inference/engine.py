@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
-import llama_cpp
 from llama_cpp._internals import LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -29,8 +28,8 @@ from chat.engine import (
     PromptTooLong,
     TextDelta,
     Trimmed,
+    grammar_sampler_check,
 )
-from chat.grammar import GrammarError
 from inference.scheduler import Scheduler, SchedulerClosed, Sequence
 from inference.text import TextAssembler
 
@@ -129,17 +128,7 @@ class BatchedEngine:
         return best, Trimmed(turns=fits, tokens=full - len(best))
 
     def grammar_check(self, grammar: str) -> None:
-        """Build the grammar's sampler once against this model's vocabulary and free it (see
-        `chat.engine.Engine.grammar_check`)."""
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self.model.vocab, grammar.encode("utf-8"), b"root"
-        )
-        if not sampler:
-            raise GrammarError(
-                "The grammar was refused by llama.cpp for this model: a token literal (<...>) "
-                "that is not one token of its vocabulary, most likely; check the grammar."
-            )
-        llama_cpp.llama_sampler_free(sampler)
+        grammar_sampler_check(self.model.vocab, grammar)
 
     def submit(
         self, request: GenerationRequest, *, tier: int = 1, owner: str = ""
