@@ -413,11 +413,11 @@ def raw_side() -> Iterator[RawSide]:
     """The default model loaded here with its own load options, as the worker loads it."""
     import llama_cpp
 
-    from models_admin.loading import LoadOptions
+    from models_admin.loading import load_options_for
     from models_admin.services import localmodel_register_default
 
     model = localmodel_register_default()
-    options = LoadOptions.for_model(model)
+    options = load_options_for(model)
     llama = llama_cpp.Llama(
         model_path=str(model.path),
         n_ctx=options.n_ctx,

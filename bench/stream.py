@@ -47,12 +47,12 @@ def numbered(run: int) -> str:
 def raw_run(max_tokens: int, runs: int) -> dict[str, float]:
     import llama_cpp
 
-    from models_admin.loading import LoadOptions
+    from models_admin.loading import load_options_for
     from models_admin.models import LocalModel
     from models_admin.services import localmodel_register_default
 
     model: LocalModel = localmodel_register_default()
-    options = LoadOptions.for_model(model)
+    options = load_options_for(model)
     llama = llama_cpp.Llama(
         model_path=str(model.path),
         n_ctx=options.n_ctx,

@@ -9,44 +9,36 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from chat.engine import (
-    Engine,
-    Finished,
-    Generation,
-    GenerationRequest,
-    PromptTooLong,
-    TextDelta,
-)
 from chat.grammar import GrammarError
 from chat.models import Message
-from chat.options import GenerationOptions
+from chat.options import PRIORITIES, GenerationOptions
 from chat.services import queue_position_frames
 from chat.streams import AbortWatcher, MessageStream
 from chat.tools import call_request, decision_request, tool_calls_from
-from models_admin.runtime import ModelLoadError, runtime
+from inference.requests import (
+    Finished,
+    GenerationRequest,
+    GrammarRefused,
+    PromptTooLong,
+    TextDelta,
+)
+from inference.runtime import ModelLoadError, runtime
+from models_admin.loading import model_spec
 from wizweb.channels_sender import ChannelSender
+
+if TYPE_CHECKING:
+    from inference.engine import BatchedEngine
 
 log = logging.getLogger(__name__)
 
 # How long the end of an answer waits for the database (see _save_end), and how often it tries.
 SAVE_PATIENCE = 120.0
 SAVE_RETRY_EVERY = 1.0
-
-# The generation this process runs now, so that rq's stop-job command can abort it.
-current_generation: Generation | None = None
-
-
-def generation_abort_current() -> bool:
-    generation = current_generation
-    if generation is None:
-        return False
-    generation.abort()
-    return True
 
 
 def generation_history(message: Message) -> list[dict[str, str]]:
@@ -78,34 +70,35 @@ def _timings(message: Message, finished: Finished) -> dict[str, Any]:
 
 
 def _run_pass(
-    engine: Engine,
+    engine: BatchedEngine,
     request: GenerationRequest,
     *,
     connection: redis.Redis,
-    message_id: uuid.UUID,
+    message: Message,
     on_text: Callable[[str], None] | None = None,
 ) -> Finished:
-    """One pass over the model, abortable by the user and by rq's stop-job command."""
-    global current_generation
-    generation = engine.submit(request)
-    current_generation = generation
+    """One pass over the model, decoded with every other answer of the worker; abortable by
+    the user and by rq's stop-job command (the generation's tag is the job's id)."""
+    generation = engine.submit(
+        request,
+        tier=PRIORITIES.index(message.priority),
+        owner=str(message.conversation.owner_id),
+        tag=str(message.id),
+    )
     finished = None
-    try:
-        with AbortWatcher(connection=connection, message_id=message_id, on_abort=generation.abort):
-            for event in generation.events():
-                if isinstance(event, TextDelta):
-                    if on_text is not None:
-                        on_text(event.text)
-                else:
-                    finished = event
-    finally:
-        current_generation = None
+    with AbortWatcher(connection=connection, message_id=message.id, on_abort=generation.abort):
+        for event in generation.events():
+            if isinstance(event, TextDelta):
+                if on_text is not None:
+                    on_text(event.text)
+            else:
+                finished = event
     assert finished is not None
     return finished
 
 
 def _answer(
-    engine: Engine,
+    engine: BatchedEngine,
     message: Message,
     options: GenerationOptions,
     *,
@@ -113,7 +106,7 @@ def _answer(
     on_text: Callable[[str], None],
 ) -> tuple[Finished, list[dict[str, Any]]]:
     """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted."""
-    run = partial(_run_pass, engine, connection=connection, message_id=message.id)
+    run = partial(_run_pass, engine, connection=connection, message=message)
     if message.mode == Message.Mode.COMPLETION:
         # /v1/completions: the prompt as it is, no chat template and no tools.
         assert message.parent is not None
@@ -181,11 +174,11 @@ def generation_run(
     try:
         if message.model is None:
             raise ModelLoadError("The model of this conversation was deleted; pick another one.")
-        engine = runtime.engine_for(message.model)
-        finished, tool_calls = _answer(
-            engine, message, options, connection=connection, on_text=on_text
-        )
-    except (PromptTooLong, ModelLoadError, GrammarError) as exc:
+        with runtime.lease(model_spec(message.model)) as engine:
+            finished, tool_calls = _answer(
+                engine, message, options, connection=connection, on_text=on_text
+            )
+    except (PromptTooLong, ModelLoadError, GrammarError, GrammarRefused) as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("Generation of message %s failed", message.id)

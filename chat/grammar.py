@@ -9,7 +9,7 @@ check take exponential time. So every grammar (given as `grammar`, converted fro
 faithful, iterative re-reading of llama.cpp's parser (`src/llama-grammar.cpp`: syntax, undefined
 rules, the root rule, its repetition limit, left recursion) with limits of our own on size,
 nesting and work. The worker checks once more against the model's vocabulary
-(`chat.engine.grammar_sampler_check`), for token literals like `<think>` that only the model
+(`inference.engine.grammar_sampler_check`), for token literals like `<think>` that only the model
 can resolve.
 
 JSON schemas are converted with llama-cpp-python's own converter (`json_schema_to_gbnf`),

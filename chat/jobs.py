@@ -1,13 +1,18 @@
-"""RQ jobs of the chat app. A job is like an endpoint: it takes ids, loads rows, calls a service."""
+"""RQ jobs of the chat app, and its hooks in the inference worker (`WIZ_WORKER_HOOKS`). A job
+is like an endpoint: it takes ids, loads rows, calls a service."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis
 from rq import get_current_job
 
 from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_parse
-from models_admin.workers import PROCESS_RUN
+from chat.services import generations_reap, generations_reap_namesake
+from inference.presence import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
 
 
@@ -28,3 +33,18 @@ def generate_message(message_id: str) -> None:
         # SimpleWorker runs the job in the worker's own process: this is the worker's run.
         worker_run=PROCESS_RUN,
     )
+
+
+def _send(frames: list[tuple[str, dict[str, Any]]]) -> None:
+    for group, frame in frames:
+        channel_sender.send(group, {"type": "chat.frame", "frame": frame})
+
+
+def worker_reap(*, connection: redis.Redis) -> None:
+    """Every few seconds on each worker: fail the answers whose writer is gone."""
+    _send(generations_reap(connection=connection))
+
+
+def worker_reap_namesake(*, connection: redis.Redis, worker: str, run: str) -> None:
+    """At a worker's start: fail the answers an earlier process of its name was writing."""
+    _send(generations_reap_namesake(connection=connection, worker=worker, run=run))

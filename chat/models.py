@@ -89,7 +89,7 @@ class Message(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     # The run (one process) of that worker: a namesake restarted after a crash has another, so
-    # the reaper can tell that this answer's writer is gone (models_admin.workers).
+    # the reaper can tell that this answer's writer is gone (inference.presence).
     worker_run = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

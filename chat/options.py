@@ -8,9 +8,9 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.engine import Sampling
 from chat.grammar import GrammarError, grammar_check, json_object_grammar, schema_to_grammar
 from chat.tools import ToolRequest, ToolsError, tools_parse
+from inference.sampling import Sampling
 
 PRIORITIES = ("high", "normal", "low")
 MAX_STOP_STRINGS = 4

@@ -33,8 +33,7 @@ from chat.streams import (
     message_group,
     user_group,
 )
-from models_admin.models import LocalModel
-from models_admin.workers import (
+from inference.presence import (
     PRESENCE_TTL,
     PRIORITIES,
     generation_queue_name,
@@ -43,6 +42,7 @@ from models_admin.workers import (
     worker_process_gone,
     worker_state_get,
 )
+from models_admin.models import LocalModel
 from wizweb.redis_server import redis_connection
 
 TITLE_LENGTH = 60
@@ -136,6 +136,8 @@ def _enqueue(message: Message) -> None:
         str(message.id),
         job_id=str(message.id),
         job_timeout=settings.WIZ_GENERATION_TIMEOUT,
+        # Whose it is, for the worker's share of slots per person (inference.worker).
+        meta={"owner": str(message.conversation.owner_id)},
         result_ttl=600,
         failure_ttl=86400,
     )
@@ -375,7 +377,7 @@ def _why_lost(connection: redis.Redis, message: Message, now: datetime) -> str:
     # Its process lives but writes something else: the end of this answer could not be saved.
     # The grace covers a job that started since the worker's last beat.
     started = message.started_at or message.created_at
-    if state.current_message != str(message.id) and started < now - ORPHAN_GRACE:
+    if str(message.id) not in state.messages and started < now - ORPHAN_GRACE:
         return ANSWER_UNSAVED_ERROR
     return ""
 

@@ -20,8 +20,9 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chat.engine import GenerationRequest, Sampling
 from chat.grammar import GrammarError, schema_to_grammar
+from inference.requests import GenerationRequest
+from inference.sampling import Sampling
 
 MAX_TOOLS = 32
 YES_NO_GRAMMAR = 'root ::= "yes" | "no"'

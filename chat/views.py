@@ -10,9 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat import selectors
-from chat.engine import Sampling
 from chat.models import SystemPromptPreset
-from models_admin.loading import LoadOptions
+from inference.sampling import Sampling
+from models_admin.loading import load_options_for
 from models_admin.models import LocalModel
 
 
@@ -40,9 +40,7 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 "messages": messages,
-                "models": [
-                    m.as_option(context_window=LoadOptions.for_model(m).n_ctx) for m in models
-                ],
+                "models": [m.as_option(context_window=load_options_for(m).n_ctx) for m in models],
                 "settings": conversation.settings if conversation else {},
                 "default_max_tokens": settings.WIZ_DEFAULT_MAX_TOKENS,
                 "presets": [p.as_json() for p in SystemPromptPreset.objects.filter(owner=user)],

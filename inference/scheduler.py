@@ -15,7 +15,10 @@ What it decides:
   (`llama_state_seq_get_data`) with its sampler chain kept, and it resumes where it stopped
   when a slot frees, so its reader sees only a pause.
 - **Prefix reuse.** A finished sequence's tokens stay in its slot; a new prompt goes to the
-  free slot that shares its longest prefix and evaluates only the rest.
+  free slot that shares its longest prefix and evaluates only the rest. A slot about to be
+  given to another prompt saves what it held to host memory (`inference.prefix_cache`, within
+  `host_cache_bytes`), and a prompt that shares more with a saved cache, or with another
+  slot's (a system prompt many conversations share), starts from a copy of it.
 - **Chunked prefill.** A long prompt is read `prefill_chunk` tokens per step, so the answers
   already streaming keep getting a token every step.
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 import llama_cpp
 
+from inference.prefix_cache import PrefixCache, common_prefix
 from inference.sampling import Sampling
 
 log = logging.getLogger(__name__)
@@ -105,13 +109,22 @@ class _Slot:
     last_used: float = 0.0
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
+# A slot's cache is saved to host memory when at least this many of its tokens would be lost,
+# and a prompt is started from another slot's or a saved cache when that spares it at least
+# this many tokens over what its own slot holds.
+SAVE_MIN_TOKENS = 32
+COPY_MIN_GAIN = 16
+
+
+def prefixes_reusable(model: llama_cpp.llama_model_p) -> bool:
+    """Whether a sequence's cache can be cut after a prefix and read on from there: not for
+    recurrent or hybrid models (their state is not per position) nor sliding-window attention
+    (the cells of early positions are dropped as the window moves)."""
+    return not (
+        llama_cpp.llama_model_is_recurrent(model)
+        or llama_cpp.llama_model_is_hybrid(model)
+        or llama_cpp.llama_model_n_swa(model) > 0
+    )
 
 
 class Scheduler:
@@ -126,6 +139,8 @@ class Scheduler:
         unified: bool = True,
         prefill_chunk: int = 256,
         max_per_owner: int | None = None,
+        prefix_cache: PrefixCache | None = None,
+        cache_space: str = "",
     ) -> None:
         self.model = model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
@@ -152,6 +167,11 @@ class Scheduler:
         self.max_per_owner = max_per_owner or max(1, parallel // 2)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.slots = [_Slot(i) for i in range(parallel)]
+        self.reuse_prefixes = prefixes_reusable(model)
+        # Where slots save what they held; none (a budget of 0) unless the caller gives one.
+        usable = prefix_cache is not None and self.reuse_prefixes
+        self.prefix_cache = prefix_cache if usable and prefix_cache else PrefixCache(0)
+        self.cache_space = cache_space
         self._waiting: list[Sequence] = []
         self._lock = threading.Condition()
         self._closing = False
@@ -183,6 +203,7 @@ class Scheduler:
         self._thread.join()
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)
+        self.prefix_cache.clear(self.cache_space)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -254,7 +275,7 @@ class Scheduler:
             return None
         if sequence._paused is not None:
             return min(free, key=lambda s: s.last_used)
-        return max(free, key=lambda s: (_common_prefix(s.cached, sequence.prompt), -s.last_used))
+        return max(free, key=lambda s: (common_prefix(s.cached, sequence.prompt), -s.last_used))
 
     def _preempt_for(self, sequence: Sequence) -> _Slot | None:
         running = [s for s in self.slots if s.sequence is not None]
@@ -270,16 +291,52 @@ class Scheduler:
         return slot
 
     def _pause(self, sequence: Sequence, slot: _Slot) -> None:
-        size = llama_cpp.llama_state_seq_get_size(self.ctx, slot.index)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, slot.index)
         sequence._paused = _Paused(
-            state=bytes(buffer[:written]), n_past=sequence._n_past, cached=slot.cached
+            state=self._state(slot.index), n_past=sequence._n_past, cached=slot.cached
         )
         sequence.preemptions += 1
         llama_cpp.llama_memory_seq_rm(self.memory, slot.index, -1, -1)
         slot.sequence, slot.cached = None, []
         sequence._slot = None
+
+    def _state(self, index: int) -> bytes:
+        """A copy of one sequence's cache."""
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, index)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, index)
+        return bytes(buffer[:written])
+
+    def _restore(self, index: int, state: bytes) -> None:
+        """Make sequence `index`'s cache the copy `state` (and nothing else)."""
+        llama_cpp.llama_memory_seq_rm(self.memory, index, -1, -1)
+        data = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, data, len(state), index) == 0:
+            raise RuntimeError("llama.cpp could not restore a saved cache.")
+
+    def _keep(self, slot: _Slot, kept: int) -> None:
+        """Before a slot's cache is cut to its first `kept` tokens: save it to host memory if
+        that loses enough and no saved prefix holds it already."""
+        if not self.prefix_cache.budget or len(slot.cached) - kept < SAVE_MIN_TOKENS:
+            return
+        if not self.prefix_cache.covers(self.cache_space, slot.cached):
+            self.prefix_cache.add(self.cache_space, list(slot.cached), self._state(slot.index))
+
+    def _better_source(
+        self, slot: _Slot, prompt: list[int], reuse: int
+    ) -> tuple[bytes, list[int], int] | None:
+        """A cache sharing more of `prompt` than `slot` does, elsewhere: another slot's (a
+        system prompt many conversations share) or one saved in host memory (a conversation's
+        earlier turns); its state, the tokens it holds, and how many of them `prompt` shares."""
+        others = [(common_prefix(o.cached, prompt), o) for o in self.slots if o is not slot]
+        shared, other = max(others, key=lambda pair: pair[0], default=(0, None))
+        saved, saved_shared = self.prefix_cache.best(self.cache_space, prompt)
+        if max(shared, saved_shared) < reuse + COPY_MIN_GAIN:
+            return None
+        if saved is not None and saved_shared > shared:
+            self.prefix_cache.used(saved)
+            return saved.state, saved.tokens, saved_shared
+        assert other is not None
+        return self._state(other.index), list(other.cached), shared
 
     def _place(self, sequence: Sequence, slot: _Slot) -> None:
         slot.sequence = sequence
@@ -287,22 +344,35 @@ class Scheduler:
         sequence._slot = slot.index
         if sequence._paused is not None:
             paused, sequence._paused = sequence._paused, None
-            llama_cpp.llama_memory_seq_rm(self.memory, slot.index, -1, -1)
-            data = (ctypes.c_uint8 * len(paused.state)).from_buffer_copy(paused.state)
-            read = llama_cpp.llama_state_seq_set_data(self.ctx, data, len(paused.state), slot.index)
-            if read == 0:
-                raise RuntimeError("llama.cpp could not restore a paused answer's cache.")
+            self._keep(slot, 0)
+            self._restore(slot.index, paused.state)
             sequence._n_past = paused.n_past
             slot.cached = paused.cached
             return
-        reuse = min(_common_prefix(slot.cached, sequence.prompt), len(sequence.prompt) - 1)
-        llama_cpp.llama_memory_seq_rm(self.memory, slot.index, reuse, -1)
+        prompt = sequence.prompt
+        # The last prompt token is always read again: its logits give the first answer token.
+        limit = len(prompt) - 1
+        reuse = 0
+        if self.reuse_prefixes:
+            reuse = min(common_prefix(slot.cached, prompt), limit)
+            source = self._better_source(slot, prompt, reuse)
+            if source is not None:
+                state, held, shared = source
+                self._keep(slot, 0)
+                self._restore(slot.index, state)
+                slot.cached = held
+                reuse = min(shared, limit)
+            else:
+                self._keep(slot, reuse)
+        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.index, reuse, -1):
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.index, -1, -1)
+            reuse = 0
         sequence.cached_tokens = reuse
         sequence.started_at = time.monotonic()
         sequence._n_past = reuse
-        sequence._pending = sequence.prompt[reuse:]
+        sequence._pending = prompt[reuse:]
         sequence._chain = self._sampler_chain(sequence.sampling)
-        slot.cached = list(sequence.prompt[:reuse])
+        slot.cached = list(prompt[:reuse])
 
     def _sampler_chain(self, sampling: Sampling) -> Any:
         params = llama_cpp.llama_sampler_chain_default_params()

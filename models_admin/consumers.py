@@ -13,6 +13,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from inference.presence import MODELS_GROUP, worker_states
 from models_admin.download_events import (
     cancelled_frame,
     download_state_frames,
@@ -20,7 +21,6 @@ from models_admin.download_events import (
 )
 from models_admin.models import Download
 from models_admin.services import DownloadRefused, download_cancel
-from models_admin.workers import MODELS_GROUP, worker_states
 from wizweb.redis_server import redis_connection
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse

@@ -10,10 +10,11 @@ from typing import Literal, TypedDict
 
 from rq import get_current_job
 
+from inference.presence import MODELS_GROUP
+from inference.runtime import ModelLoadError, runtime
 from models_admin.download_events import models_group_message
+from models_admin.loading import model_spec
 from models_admin.models import LocalModel
-from models_admin.runtime import ModelLoadError, runtime
-from models_admin.workers import MODELS_GROUP
 from wizweb.channels_sender import ChannelSender, channel_sender
 
 WorkerModelEvent = Literal["worker.loaded", "worker.unloaded", "worker.load_failed"]
@@ -53,16 +54,16 @@ def control_load(model_id: int, *, sender: ChannelSender = channel_sender) -> st
     """Job, on the worker: load the model now (a no-op if it holds it with these options)."""
     model = LocalModel.objects.get(pk=model_id)
     try:
-        engine = runtime.engine_for(model)
+        engine = runtime.load(model_spec(model))
     except ModelLoadError as exc:
         _tell(sender, "worker.load_failed", model, error=str(exc))
         raise
-    _tell(sender, "worker.loaded", model, n_ctx=engine.llama.n_ctx())
+    _tell(sender, "worker.loaded", model, n_ctx=engine.n_ctx)
     return f"loaded {model.name}"
 
 
 def control_unload(model_id: int, *, sender: ChannelSender = channel_sender) -> str:
     model = LocalModel.objects.get(pk=model_id)
-    held = runtime.unload(model)
+    held = runtime.unload(str(model.path))  # once the answers it is writing have ended
     _tell(sender, "worker.unloaded", model)
     return f"unloaded {model.name}" if held else f"{model.name} was not loaded"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from inference.presence import MODELS_GROUP, WorkerState
 from models_admin.models import Download
 from models_admin.transfer import ProgressReport
-from models_admin.workers import MODELS_GROUP
-from wizweb.channels_sender import ChannelSender
+from wizweb.channels_sender import ChannelSender, channel_sender
 
 
 class ProgressFrame(TypedDict):
@@ -96,6 +96,11 @@ def download_state_frames(*, limit: int = 20) -> list[Any]:
 def models_group_message(frame: Any) -> dict[str, Any]:
     """The channel-layer message that ModelsConsumer.models_event turns into the frame."""
     return {"type": "models.event", "event": dict(frame)}
+
+
+def worker_state_announce(state: WorkerState) -> None:
+    """An inference worker's state, every second, to the model-admin pages (a worker hook)."""
+    channel_sender.send(MODELS_GROUP, models_group_message(state.as_frame()))
 
 
 class DownloadEvents:

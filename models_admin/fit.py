@@ -12,11 +12,11 @@ from typing import Any
 
 from django.conf import settings
 
+from inference.presence import WorkerState
 from models_admin.gguf_metadata import NotGGUF, gguf_read_header_prefix
 from models_admin.hub import HubError, HubFile, HubRepo, hub_file_prefix
-from models_admin.loading import LoadOptions, model_memory_estimate
+from models_admin.loading import load_options_for, model_memory_estimate
 from models_admin.models import LocalModel
-from models_admin.workers import WorkerState
 
 GIB = 1 << 30
 
@@ -85,7 +85,7 @@ def file_fit(
     """The numbers for one file. `header` holds the shape facts of the repo's GGUF header
     (the same for every quantisation of one model)."""
     candidate = LocalModel(size_bytes=hub_file.size, metadata=header)
-    n_ctx = LoadOptions.for_model(candidate).n_ctx
+    n_ctx = load_options_for(candidate).n_ctx
     need = model_memory_estimate(candidate, n_ctx)
     return FileFit(
         file=hub_file,

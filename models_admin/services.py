@@ -26,6 +26,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from inference.presence import worker_states
 from models_admin.download_events import (
     DownloadEvents,
     cancelled_frame,
@@ -45,7 +46,6 @@ from models_admin.transfer import (
     lease_key,
     transfer_fetch,
 )
-from models_admin.workers import worker_states
 from wizweb.default_model import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_SHA256,

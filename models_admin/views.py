@@ -16,9 +16,10 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from inference.presence import worker_states
 from models_admin.fit import FileFit, disk_room_bytes, repo_fits
 from models_admin.hub import HubError, HubModel, HubRepo, hub_repo, hub_search
-from models_admin.loading import LoadOptions
+from models_admin.loading import load_options_for
 from models_admin.models import Download, LocalModel
 from models_admin.services import (
     DownloadRefused,
@@ -35,7 +36,6 @@ from models_admin.worker_control import (
     worker_model_load,
     worker_model_unload,
 )
-from models_admin.workers import worker_states
 from wizweb.redis_server import redis_connection
 
 
@@ -59,7 +59,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
     rows = []
     for model in LocalModel.objects.all():
         holders = [w.name for w in workers if model.name in w.models]
-        rows.append({"model": model, "holders": holders, "load": LoadOptions.for_model(model)})
+        rows.append({"model": model, "holders": holders, "load": load_options_for(model)})
     query = request.GET.get("q", "").strip()
     repo_id = request.GET.get("repo", "").strip()
     revision = request.GET.get("revision", "").strip() or "main"

@@ -11,9 +11,9 @@ from typing import Any
 
 from rq import Queue
 
-from models_admin.loading import LoadOptions, model_memory_estimate
+from inference.presence import WorkerState, control_queue_name, worker_states
+from models_admin.loading import load_options_for, model_memory_estimate
 from models_admin.models import LocalModel
-from models_admin.workers import WorkerState, control_queue_name, worker_states
 from wizweb.redis_server import redis_connection
 
 GIB = 1 << 30
@@ -22,6 +22,7 @@ LOAD_OPTION_LIMITS = {
     "n_threads": (1, 256),
     "n_gpu_layers": (0, 999),
     "n_batch": (32, 8192),
+    "parallel": (1, 64),
 }
 
 
@@ -60,7 +61,8 @@ def worker_model_load(*, worker: str, model: LocalModel, options: dict[str, Any]
     if model.state != LocalModel.State.READY:
         raise WorkerControlError(f"{model.name} is not ready ({model.state}).")
     model.load_options = {**model.load_options, **load_options_check(options)}
-    need = model_memory_estimate(model, LoadOptions.for_model(model).n_ctx)
+    # A worker short of memory loads it with fewer slots; one slot is the least it needs.
+    need = model_memory_estimate(model, load_options_for(model).n_ctx, parallel=1)
     if model.name not in state.models:
         free = min(state.memory_budget_bytes - state.memory_used_bytes, state.host_available_bytes)
         if need > free:

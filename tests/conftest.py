@@ -15,9 +15,9 @@ from django.contrib.auth.models import AbstractUser
 from django.db import connections
 from django.test import Client
 
+from inference.presence import worker_state_get
 from models_admin.models import LocalModel
 from models_admin.services import localmodel_register, localmodel_register_default
-from models_admin.workers import worker_state_get
 from tests.processes import (
     Child,
     child_env,
@@ -134,6 +134,15 @@ def second_model(db: None, default_model: LocalModel) -> Iterator[LocalModel]:
 def pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
     """An inference worker pinned to the second model, for this test only."""
     child = start_worker("pinned-second", log_dir, model=SECOND_MODEL)
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def serial_pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
+    """A worker pinned to the second model that writes one answer at a time (one slot), for
+    tests of what waits in the queue."""
+    child = start_worker("pinned-second", log_dir, model=SECOND_MODEL, WIZ_PARALLEL="1")
     yield child
     child.stop()
 

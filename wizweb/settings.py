@@ -220,8 +220,30 @@ WIZ_MAX_PROMPT_CHARS: int = _env_value("WIZ_MAX_PROMPT_CHARS", env.int, 32_000)
 WIZ_MAX_CONTEXT: int = _env_value("WIZ_MAX_CONTEXT", env.int, 8192)
 WIZ_DEFAULT_MAX_TOKENS: int = _env_value("WIZ_DEFAULT_MAX_TOKENS", env.int, 512)
 WIZ_THREADS: int = _env_value("WIZ_THREADS", env.int, 0)  # 0: llama.cpp's own choice
+# Answers one worker writes at once for each model it holds (its slots), and how many of
+# them one person may hold while others wait (0: half the slots).
+WIZ_PARALLEL: int = _env_value("WIZ_PARALLEL", env.int, 8)
+WIZ_MAX_SLOTS_PER_USER: int = _env_value("WIZ_MAX_SLOTS_PER_USER", env.int, 0)
+# Evaluated conversation prefixes a worker keeps in host memory once they leave the KV
+# cache, so that a follow-up turn is not evaluated again (MiB, per loaded model).
+WIZ_PROMPT_CACHE_MB: int = _env_value("WIZ_PROMPT_CACHE_MB", env.int, 512)
+for _name, _value, _low, _high in (
+    ("WIZ_PARALLEL", WIZ_PARALLEL, 1, 64),
+    ("WIZ_MAX_SLOTS_PER_USER", WIZ_MAX_SLOTS_PER_USER, 0, 64),
+    ("WIZ_PROMPT_CACHE_MB", WIZ_PROMPT_CACHE_MB, 0, 1 << 20),
+):
+    if not _low <= _value <= _high:
+        raise ImproperlyConfigured(f"{_name} must be from {_low} to {_high}, not {_value}.")
 # How long chunks are gathered before one frame is sent (seconds).
 WIZ_CHUNK_INTERVAL: float = _env_value("WIZ_CHUNK_INTERVAL", env.float, 0.04)
+
+# What an inference worker calls (it knows nothing of chats): the reapers of answers whose
+# writer is gone, and who hears of the worker's state every second.
+WIZ_WORKER_HOOKS = {
+    "reap": "chat.jobs.worker_reap",
+    "reap_namesake": "chat.jobs.worker_reap_namesake",
+    "state": "models_admin.download_events.worker_state_announce",
+}
 
 # The longest one generation may run before RQ stops it.
 WIZ_GENERATION_TIMEOUT: int = _env_value("WIZ_GENERATION_TIMEOUT", env.int, 3600)

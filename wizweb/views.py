@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from rq import Worker
 
-from models_admin.workers import worker_states
+from inference.presence import worker_states
 from wizweb.apikeys import apikey_create, apikey_from_request, apikey_revoke
 from wizweb.models import ApiKey
 from wizweb.redis_server import redis_connection
@@ -48,7 +48,14 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
     worker_state = {
         "ok": bool(inference) and bool(downloads),
         "inference": [
-            {"name": w.name, "state": "busy" if w.busy else "idle", "models": w.models}
+            {
+                "name": w.name,
+                "state": "busy" if w.busy else "idle",
+                "models": w.models,
+                "slots": {"busy": w.slots_busy, "total": w.slots_total, "waiting": w.slots_waiting},
+                "messages": w.messages,
+                "tokens_per_s": w.tokens_per_s,
+            }
             for w in inference
         ],
         "downloads": [{"name": w.name, "state": w.get_state()} for w in downloads],

@@ -29,7 +29,7 @@ function workerRow(name) {
     workersTable.querySelector("td[colspan]")?.closest("tr")?.remove();
     row = document.createElement("tr");
     row.dataset.worker = name;
-    const fields = ["name", "host", "models", "busy", "rss_bytes", "memory",
+    const fields = ["name", "host", "models", "busy", "slots", "tokens_per_s", "rss_bytes", "memory",
       "host_available_bytes", "queue_depths", "heartbeat"];
     for (const field of fields) {
       const cell = document.createElement("td");
@@ -51,6 +51,8 @@ function showWorker(event) {
   set("host", event.host);
   set("models", event.models.length ? event.models.join(", ") : "—");
   set("busy", event.busy ? "busy" : "idle");
+  showSlots(row.querySelector('[data-field="slots"]'), event);
+  set("tokens_per_s", (event.tokens_per_s ?? 0).toFixed(1));
   set("rss_bytes", size(event.rss_bytes));
   set("memory", `${size(event.memory_used_bytes)} / ${size(event.memory_budget_bytes)}`);
   set("host_available_bytes", size(event.host_available_bytes));
@@ -63,6 +65,20 @@ function showWorker(event) {
   workers.set(event.worker, { ...event, heardAt });
   if (!known) addWorkerChoice(event.worker);
   showHolders();
+}
+
+// "3 / 8 busy, 1 waiting" over every model the worker holds, and the messages being written.
+function showSlots(cell, event) {
+  const held = Object.values(event.slots ?? {});
+  const sum = (key) => held.reduce((total, slots) => total + (slots[key] ?? 0), 0);
+  const waiting = sum("waiting");
+  cell.textContent = `${sum("busy")} / ${sum("total")} busy${waiting ? `, ${waiting} waiting` : ""}`;
+  const messages = event.messages ?? [];
+  if (messages.length) {
+    const list = document.createElement("small");
+    list.textContent = `messages ${messages.join(", ")}`;
+    cell.append(document.createElement("br"), list);
+  }
 }
 
 // A worker that started after the page was rendered can be chosen in every Load form.

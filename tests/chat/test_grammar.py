@@ -17,7 +17,6 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from chat.engine import Engine
 from chat.grammar import (
     MAX_SCHEMA_REPETITION,
     GrammarError,
@@ -26,6 +25,7 @@ from chat.grammar import (
     schema_to_grammar,
 )
 from chat.options import InvalidOptions, options_parse
+from inference.engine import GrammarRefused, grammar_sampler_check
 from wizweb.default_model import default_model_path
 
 
@@ -169,15 +169,9 @@ def test_it_refuses_a_grammar_the_model_cannot_use_without_crashing(vocab: objec
     # Syntax we cannot judge without the model: a token literal. The engine asks llama.cpp.
     grammar = "root ::= <surely-not-one-token>"
     assert we_accept(grammar)
-    path = default_model_path(Path(settings.MODELS_DIR))
-    llama = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
-    try:
-        engine = Engine(llama)
-        with pytest.raises(GrammarError, match=r"refused by llama\.cpp for this model"):
-            engine.grammar_check(grammar)
-        engine.grammar_check('root ::= "yes" | "no"')
-    finally:
-        llama.close()
+    with pytest.raises(GrammarRefused, match=r"refused by llama\.cpp for this model"):
+        grammar_sampler_check(vocab, grammar)
+    grammar_sampler_check(vocab, 'root ::= "yes" | "no"')
 
 
 BOMBS = [

@@ -25,7 +25,7 @@ from chat.services import (
     queue_position_frames,
 )
 from chat.streams import abort_key, chunk_log_key
-from models_admin.workers import PRESENCE_TTL, generation_queue_name, worker_state_get
+from inference.presence import PRESENCE_TTL, generation_queue_name, worker_state_get
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 

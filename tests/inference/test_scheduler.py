@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from llama_cpp._internals import LlamaModel
 
+from inference.prefix_cache import PrefixCache
 from inference.sampling import Sampling
 from inference.scheduler import Scheduler, Sequence
 from wizweb.default_model import default_model_path
@@ -157,6 +158,58 @@ def test_a_follow_up_reads_only_what_is_new(model: LlamaModel) -> None:
         scheduler.close()
     assert second.cached_tokens >= len(first_prompt) + len(answer) - 1
     assert second.cached_tokens < len(follow_up)
+
+
+def test_a_follow_up_after_its_slot_was_taken_starts_from_host_memory(model: LlamaModel) -> None:
+    """One slot, taken by other conversations in between: the first conversation's cache was
+    saved to host memory, and its follow-up is read from there, giving the same answer as a
+    follow-up read in full."""
+    cache = PrefixCache(256 << 20)
+    scheduler = Scheduler(model.model, n_ctx=1024, parallel=1, unified=False, prefix_cache=cache)
+    greedy = Sampling(temperature=0.0)
+    try:
+        first_prompt = prompt(model, "Name a fruit and say why it is good for you.")
+        answer = list(scheduler.submit(Sequence(first_prompt, greedy, max_tokens=40)).tokens(120))
+        for question in QUESTIONS[:3]:
+            list(scheduler.submit(Sequence(prompt(model, question), greedy, max_tokens=8)).tokens())
+        follow_up = first_prompt + answer + prompt(model, "And another one?")
+        second = scheduler.submit(Sequence(follow_up, greedy, max_tokens=16))
+        restored = list(second.tokens(timeout=120))
+    finally:
+        scheduler.close()
+    assert second.cached_tokens >= len(first_prompt) + len(answer) - 1
+    stats = cache.stats()
+    assert stats.restored == 1 and stats.saved >= 1
+    assert stats.entries == 0, "a closed scheduler's entries are dropped"
+    assert restored == run_alone(model, follow_up, greedy, 16)
+
+
+def test_a_prompt_sharing_a_busy_slots_prefix_starts_from_a_copy(model: LlamaModel) -> None:
+    """A long system prompt many conversations share is read once: the second conversation
+    copies it from the slot of the first, still writing, and answers as if read in full."""
+    scheduler = Scheduler(
+        model.model, n_ctx=2 * 1024, parallel=2, unified=False, prefix_cache=PrefixCache(0)
+    )
+    greedy = Sampling(temperature=0.0)
+    rules = " ".join(f"Rule {i}: answer kindly and briefly." for i in range(20))
+    system = f"<|im_start|>system\n{rules}<|im_end|>\n"
+    first = model.tokenize(system.encode(), add_bos=False, special=True) + prompt(model, "Hi.")
+    second = model.tokenize(system.encode(), add_bos=False, special=True) + prompt(
+        model, "Name a colour."
+    )
+    try:
+        writer = scheduler.submit(Sequence(first, greedy, max_tokens=100))
+        stream = writer.tokens(timeout=120)
+        next(stream)
+        copied = scheduler.submit(Sequence(second, greedy, max_tokens=12))
+        tokens = list(copied.tokens(timeout=120))
+        writer.abort()
+        list(stream)
+    finally:
+        scheduler.close()
+    shared = len(model.tokenize(system.encode(), add_bos=False, special=True))
+    assert copied.cached_tokens >= shared > 100
+    assert tokens == run_alone(model, second, greedy, 12)
 
 
 def test_a_long_prompt_is_read_in_chunks_while_others_keep_streaming(model: LlamaModel) -> None:

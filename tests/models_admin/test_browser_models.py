@@ -77,6 +77,9 @@ def test_a_model_is_loaded_on_a_chosen_worker_and_unloaded_from_the_page(
     expect(model_row.locator('[data-field="loads"]')).to_have_text("1024")
     # The worker's row and the model's "Held by" follow without a reload.
     expect(worker_row.locator('[data-field="models"]')).to_have_text(second_model.name)
+    # Its slots: answers it can write at once with this model (WIZ_PARALLEL), none running.
+    expect(worker_row.locator('[data-field="slots"]')).to_have_text("0 / 8 busy")
+    expect(worker_row.locator('[data-field="tokens_per_s"]')).to_have_text("0.0")
     holders = model_row.locator('[data-field="holders"]')
     expect(holders).to_contain_text("page-worker")
     expect(worker_row.locator('[data-field="rss_bytes"]')).not_to_have_text(rss_before)

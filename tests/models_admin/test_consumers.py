@@ -15,10 +15,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from inference.presence import MODELS_GROUP
 from models_admin.download_events import models_group_message
 from models_admin.models import Download, LocalModel
 from models_admin.services import download_start
-from models_admin.workers import MODELS_GROUP
 from tests.conftest import session_cookie
 from tests.models_admin.conftest import TINY_FILE, TINY_REPO
 from wizweb.asgi import application

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from inference.presence import worker_states
 from models_admin.fit import file_fit
 from models_admin.gguf_metadata import gguf_read_header_prefix
 from models_admin.hub import (
@@ -20,7 +21,6 @@ from models_admin.hub import (
     quantization_from_name,
 )
 from models_admin.loading import model_memory_estimate
-from models_admin.workers import worker_states
 from tests.hub_server import FakeHub, sha256_of
 from tests.models_admin.conftest import (
     SMOL_FILE,

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from inference.presence import WorkerState, worker_states
 from models_admin.worker_control import (
     WorkerControlError,
     worker_model_load,
     worker_model_unload,
 )
-from models_admin.workers import WorkerState, worker_states
 from tests.conftest import start_worker
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from chat.services import WORKER_LOST_ERROR
-from models_admin.workers import PRESENCE_TTL
+from inference.presence import PRESENCE_TTL
 from tests.chat.test_consumer import LONG_PROMPT
 from tests.processes import MANAGE, Child, free_port, wait_for
 from wizweb.redis_server import redis_wait_ready

@@ -22,7 +22,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from chat.models import Conversation, Message
 from chat.services import WORKER_LOST_ERROR
 from chat.streams import abort_key, chunk_log_key
-from models_admin.workers import worker_state_get, worker_states
+from inference.presence import worker_state_get, worker_states
 from tests.chat.socket_client import collect, done_for, frames_until_done, open_socket, send_prompt
 from tests.chat.test_consumer import LONG_PROMPT
 from tests.conftest import SECOND_MODEL, start_worker
@@ -37,7 +37,7 @@ pytestmark = [
 
 
 async def test_it_serves_high_before_normal_before_low(
-    staff: Any, pinned_worker: Any, inference_worker: Any
+    staff: Any, serial_pinned_worker: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(staff)
     blocker = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=400, seed=1)

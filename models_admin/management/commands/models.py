@@ -22,6 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from inference.presence import worker_states
 from models_admin.download_events import DownloadEvents
 from models_admin.fit import disk_room_bytes, gib, repo_fits
 from models_admin.hub import HubError, hub_repo, hub_search
@@ -35,7 +36,6 @@ from models_admin.services import (
     localmodel_scan,
 )
 from models_admin.transfer import ProgressReport, interrupt_cancels_transfer, lease_key
-from models_admin.workers import worker_states
 from wizweb.channels_sender import channel_sender
 from wizweb.redis_server import redis_connection
 

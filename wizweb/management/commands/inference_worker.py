@@ -20,11 +20,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from inference.presence import control_queue_name, generation_queue_names
+from inference.runtime import ModelLoadError, runtime
+from inference.worker import InferenceWorker
+from models_admin.loading import model_spec
 from models_admin.models import LocalModel
-from models_admin.runtime import ModelLoadError, runtime
-from models_admin.workers import control_queue_name, generation_queue_names
 from wizweb.redis_server import redis_connection
-from wizweb.worker import InferenceWorker
 
 
 def default_worker_name() -> str:
@@ -51,7 +52,7 @@ class Command(BaseCommand):
                 names = ", ".join(LocalModel.objects.values_list("name", flat=True)) or "none"
                 raise CommandError(f"There is no ready model named {model!r} (models: {names}).")
             try:
-                runtime.engine_for(pinned)
+                runtime.load(model_spec(pinned))
             except ModelLoadError as exc:
                 raise CommandError(str(exc)) from None
         connection = redis_connection()

@@ -59,18 +59,42 @@ class WorkerState:
     pinned_model: int | None = None
     models: list[str] = field(default_factory=list)
     busy: bool = False
-    current_message: str = ""
+    current_message: str = ""  # the first of `messages`, for older readers
+    messages: list[str] = field(default_factory=list)  # the answers it is writing (their tags)
+    # Per model held: {"total": slots, "busy": slots writing, "waiting": answers waiting}.
+    slots: dict[str, dict[str, int]] = field(default_factory=dict)
+    tokens_per_s: float = 0.0  # written in the last few seconds, every answer together
     rss_bytes: int = 0
     memory_budget_bytes: int = 0
     memory_used_bytes: int = 0  # the estimates of the models it holds
+    prompt_cache_bytes: int = 0  # prompt caches saved to host memory (WIZ_PROMPT_CACHE_MB)
     host_available_bytes: int = 0
     queue_depths: dict[str, int] = field(default_factory=dict)
     heartbeat: float = 0.0
     run: str = ""
 
+    @property
+    def slots_busy(self) -> int:
+        return sum(held.get("busy", 0) for held in self.slots.values())
+
+    @property
+    def slots_total(self) -> int:
+        return sum(held.get("total", 0) for held in self.slots.values())
+
+    @property
+    def slots_waiting(self) -> int:
+        return sum(held.get("waiting", 0) for held in self.slots.values())
+
     def as_frame(self) -> dict[str, Any]:
         """The `worker.status` event of /ws/models/ (docs/protocol.md)."""
         return {"type": "worker.status", "worker": self.name, **asdict(self)}
+
+
+def _state_from(raw: str | bytes) -> WorkerState:
+    """A record read back; fields this version does not know (a newer worker's) are left out."""
+    values = json.loads(raw)
+    known = WorkerState.__dataclass_fields__
+    return WorkerState(**{k: v for k, v in values.items() if k in known})
 
 
 def worker_state_publish(connection: redis.Redis, state: WorkerState) -> None:
@@ -94,7 +118,7 @@ def worker_is_alive(connection: redis.Redis, name: str) -> bool:
 
 def worker_state_get(connection: redis.Redis, name: str) -> WorkerState | None:
     raw = connection.get(presence_key(name)) if name else None
-    return WorkerState(**json.loads(raw)) if raw else None  # type: ignore[arg-type]
+    return _state_from(raw) if raw else None  # type: ignore[arg-type]
 
 
 def worker_process_gone(state: WorkerState) -> bool:
@@ -120,7 +144,7 @@ def worker_states(connection: redis.Redis) -> list[WorkerState]:
         if value is None:
             connection.srem(WORKERS_SET, name)
         else:
-            states.append(WorkerState(**json.loads(value)))
+            states.append(_state_from(value))
     return states
 
 
