@@ -36,7 +36,7 @@ Then, on wiz and peer:
   first (its messages carry turn 1's answer). Turn 2's time to first token shows whether the
   server still had turn 1 evaluated.
 - **long prompt**: 7 streamed chats of up to 256 tokens; once all 7 stream (or after 10 s,
-  today's worker answers one at a time), one chat whose message is about 2,000 tokens of
+  for a server that answers one at a time), one chat whose message is about 2,000 tokens of
   numbered lines, asking for 8 tokens. Printed: how many of the 7 were streaming when it was
   sent, its time to first token, and the max and p99 gap of the 7 during its prefill (from its
   send to its first token).
@@ -96,7 +96,7 @@ FIRST_TURN = "Write a short story about a lighthouse keeper and a storm."
 FOLLOW_UP = "What happens next?"
 SEED = 42
 LONG_CHATS = 7
-# Until all the chats stream; today's worker answers one at a time, so they never all do.
+# Until all the chats stream; a server that answers one at a time never has them all streaming.
 STREAMING_WAIT_S = 10.0
 HTTP_TIMEOUT_S = 900.0
 

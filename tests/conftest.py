@@ -117,6 +117,8 @@ def web_server(django_db_setup: None, log_dir: Path) -> Iterator[str]:
 
 
 SECOND_MODEL = "SmolLM2 second copy"
+# A JSON-mode prompt the default model answers with a short object, greedy or sampled.
+TOM_AS_JSON = 'Give me a JSON object with the keys "name" and "age" for a cat named Tom who is 3.'
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
 from chat.models import Conversation, Message
 from tests.browser import ARTIFACTS
 from tests.chat.test_browser import log_in, markdown_words, page, shown_words
+from tests.conftest import SECOND_MODEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -286,12 +287,14 @@ def test_a_conversation_written_to_moves_to_the_top_of_the_sidebar(
 
 
 def test_a_waiting_answer_shows_its_place_in_the_queue(
-    page: Page, web_server: str, owner: Any, inference_worker: Any
+    page: Page, web_server: str, owner: Any, serial_pinned_worker: Any
 ) -> None:
-    # One worker: while it writes the first answer, the next two wait, each in its own tab.
-    open_conversation(page, web_server, owner, LONG_ANSWER)
+    # One worker with one slot: while it writes the first answer, the next two wait, each in
+    # its own tab.
+    long_answer = {**LONG_ANSWER, "model": SECOND_MODEL}
+    open_conversation(page, web_server, owner, long_answer)
     tabs = [page]
-    for settings in (LONG_ANSWER, SHORT_ANSWER):
+    for settings in (long_answer, {**SHORT_ANSWER, "model": SECOND_MODEL}):
         tab = page.context.new_page()
         conversation = Conversation.objects.create(owner=owner, title="Test", settings=settings)
         tab.goto(f"{web_server}/c/{conversation.id}/")

@@ -87,8 +87,9 @@ async def test_healthz_shows_the_slots_and_the_messages_being_written(
     owner: Any, staff: Any, default_model: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(owner)
-    counting = "Count from 1 to 300, one number per line."
-    accepted = await send_prompt(socket, counting, temperature=0.0, max_tokens=400)
+    # An answer of hundreds of tokens, streaming for longer than the first /healthz takes.
+    essay = "Write a very long essay about the history of rivers, with many details."
+    accepted = await send_prompt(socket, essay, temperature=0.0, max_tokens=400)
     message = accepted["message"]
     await collect(
         socket, lambda fs: any(f["type"] == "chunk" and f["message"] == message for f in fs)

@@ -192,11 +192,11 @@ def test_it_tightens_an_install_made_before_it_kept_files_private(tmp_path: Path
 class Served:
     """`manage.py serve` on a data dir and a port of its own, as a test drives it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **env: str) -> None:
         self.data_dir = tmp_path / "data"
         self.url = f"http://127.0.0.1:{free_port()}"
         command = [sys.executable, MANAGE, "serve", "--port", self.url.rsplit(":", 1)[1]]
-        self.child = Child("serve", command, serve_env(self.data_dir), tmp_path)
+        self.child = Child("serve", command, serve_env(self.data_dir) | env, tmp_path)
         wait_for(lambda: (healthz(self.url) or {}).get("ok"), timeout=120, what="/healthz ok")
         self.key = staff_api_key(self.data_dir)
 
@@ -236,7 +236,8 @@ class Served:
 def test_it_fails_the_answer_of_a_worker_killed_under_serve_and_serves_on(
     tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
-    served = Served(tmp_path)
+    # One slot: the second answer waits in the queue behind the first.
+    served = Served(tmp_path, WIZ_PARALLEL="1")
     try:
         (name,) = inference_worker_names(served.url, served.key)
         with served.client() as client:
@@ -303,7 +304,8 @@ PROGRAMS = {"web": "daphne", "inference": "inference_worker", "downloads": "rqwo
 def test_every_process_survives_a_restart_of_the_private_redis(
     tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
-    served = Served(tmp_path)
+    # One slot: the second answer waits in the queue behind the first.
+    served = Served(tmp_path, WIZ_PARALLEL="1")
     try:
         with served.client() as client:
             model = client.models.list().data[0].id
@@ -337,7 +339,8 @@ def test_every_process_survives_a_restart_of_the_private_redis(
 def test_answers_streaming_and_waiting_live_through_a_restart_of_the_private_redis(
     tmp_path: Path, record_property: pytest.RecordProperty
 ) -> None:
-    served = Served(tmp_path)
+    # One slot: the second answer waits in the queue behind the first.
+    served = Served(tmp_path, WIZ_PARALLEL="1")
     try:
         with served.client() as client, ThreadPoolExecutor(2) as pool:
             model = client.models.list().data[0].id
