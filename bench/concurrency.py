@@ -27,8 +27,9 @@ prompt and up to `--max-tokens` new tokens. Printed per level: aggregate complet
 (every completion token over the level's wall time), the median stream's tokens/s (after its
 first token, as bench/stream.py counts), time to first token p50 and p95 from each request's
 start, and p99 of the gaps between consecutive content chunks of a stream. Wiz coalesces text
-into a chunk every 40 ms (`WIZ_CHUNK_INTERVAL`), so its gaps do not go below that; completion
-tokens come from the usage chunk, or count the content chunks where there is none (raw).
+into a chunk every 40 ms (`WIZ_CHUNK_INTERVAL`, longer with many streams), so its gaps do not
+go below that; completion tokens come from the usage chunk, or count the content chunks where
+there is none (raw).
 
 Then, on wiz and peer:
 

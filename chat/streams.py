@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, TypedDict
 
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 
 # Kept after the answer is saved, so a late subscriber still gets the chunks it missed.
 CHUNK_LOG_TTL = 3600
+# Every chunk costs the worker, Redis and the web process some CPU, taken from llama.cpp on a
+# small box. With many answers streaming from one process, each gathers text for longer:
+# WIZ_CHUNK_INTERVAL per STREAMS_PER_INTERVAL answers, at most MAX_INTERVAL_FACTOR times it.
+STREAMS_PER_INTERVAL = 3
+MAX_INTERVAL_FACTOR = 4.0
+
+# The streams of this process not yet finished (a stream dropped unfinished leaves with it).
+_streaming: weakref.WeakSet[MessageStream] = weakref.WeakSet()
 
 
 class ChunkFrame(TypedDict):
@@ -150,7 +159,7 @@ class MessageStream:
         self.message_id = str(message_id)
         self.group = message_group(message_id)
         self.log_key = chunk_log_key(message_id)
-        self.interval = settings.WIZ_CHUNK_INTERVAL
+        _streaming.add(self)
         self._buffer: list[str] = []
         self._logged: list[str] = []  # what the log holds, chunk by chunk
         self._redis_away = False
@@ -165,6 +174,12 @@ class MessageStream:
         self.frame(
             {"type": "started", "message": self.message_id, "model": model, "worker": worker}
         )
+
+    @property
+    def interval(self) -> float:
+        """How long text is gathered into one chunk, longer while many answers stream."""
+        factor = min(MAX_INTERVAL_FACTOR, max(1.0, len(_streaming) / STREAMS_PER_INTERVAL))
+        return float(settings.WIZ_CHUNK_INTERVAL * factor)
 
     def text(self, text: str) -> None:
         self._buffer.append(text)
@@ -209,6 +224,7 @@ class MessageStream:
         return seq
 
     def finished(self, done_frame: dict[str, Any]) -> None:
+        _streaming.discard(self)
         self.flush()
         try:
             self.connection.delete(abort_key(self.message_id))

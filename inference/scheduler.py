@@ -19,8 +19,10 @@ What it decides:
   given to another prompt saves what it held to host memory (`inference.prefix_cache`, within
   `host_cache_bytes`), and a prompt that shares more with a saved cache, or with another
   slot's (a system prompt many conversations share), starts from a copy of it.
-- **Chunked prefill.** A long prompt is read `prefill_chunk` tokens per step, so the answers
-  already streaming keep getting a token every step.
+- **Chunked prefill.** While answers stream, a long prompt is read a chunk per step, sized so
+  that a step takes about `step_target` seconds (measured on the steps before), so the answers
+  already streaming keep getting a token every step without a visible stall; with nobody
+  streaming, prompts are read a whole batch at a time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ from inference.prefix_cache import PrefixCache, common_prefix
 from inference.sampling import Sampling
 
 log = logging.getLogger(__name__)
+
+
+# While answers stream, a step that also reads a prompt should take about this long: their
+# readers then see a pause of at most a few tenths of a second while a pasted document is read.
+STEP_TARGET_S = 0.15
+MIN_CHUNK = 16
 
 
 class SchedulerClosed(Exception):
@@ -138,6 +146,7 @@ class Scheduler:
         n_threads: int = 2,
         unified: bool = True,
         prefill_chunk: int = 256,
+        step_target: float = STEP_TARGET_S,
         max_per_owner: int | None = None,
         prefix_cache: PrefixCache | None = None,
         cache_space: str = "",
@@ -162,7 +171,9 @@ class Scheduler:
         # Unified: one answer may fill the whole context; split: each slot has its share.
         self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self.ctx)
         self.n_batch = n_batch
-        self.prefill_chunk = min(prefill_chunk, n_batch)
+        self.prefill_chunk = min(prefill_chunk, n_batch)  # the largest chunk while others stream
+        self.step_target = step_target
+        self.chunk = self.prefill_chunk  # the chunk now, learnt from how long steps take
         self.parallel = parallel
         self.max_per_owner = max_per_owner or max(1, parallel // 2)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -419,6 +430,13 @@ class Scheduler:
         sequence._ended = True
         sequence._out.put(end)
 
+    def _learn_chunk(self, took: float) -> None:
+        """Size the next chunk read beside streaming answers so that a step takes about
+        `step_target`: the chunk scales by target / measured, at most halved or doubled at a
+        time, so one slow step (the box busy elsewhere) does not swing it."""
+        scale = min(2.0, max(0.5, self.step_target / max(took, 1e-6)))
+        self.chunk = max(MIN_CHUNK, min(self.prefill_chunk, int(self.chunk * scale)))
+
     def _step(self) -> None:
         """One llama_decode over every running sequence: a token each for those writing, a
         prompt chunk each for those reading, within the batch size."""
@@ -436,13 +454,16 @@ class Scheduler:
         # Writers first (one token each), then readers share what is left of the batch.
         writers = [s for s in active if s.sequence and len(s.sequence._pending) == 1]
         readers = [s for s in active if s.sequence and len(s.sequence._pending) > 1]
+        # With nobody streaming, a prompt is read as fast as the batch allows.
+        reading = self.chunk if writers else self.n_batch
+        read = 0  # prompt tokens in this step
         for slot in writers + readers:
             sequence = slot.sequence
             assert sequence is not None
             room = self.n_batch - n
             if room <= 0:
                 break
-            take = min(len(sequence._pending), room, 1 if slot in writers else self.prefill_chunk)
+            take = min(len(sequence._pending), room, 1 if slot in writers else reading)
             if sequence._n_past + take > self.n_ctx_seq:
                 self._release(slot, End("length"))
                 continue
@@ -458,15 +479,20 @@ class Scheduler:
                     rows.append((slot, n))
                 n += 1
             del sequence._pending[:take]
+            if slot not in writers:
+                read += take
             sequence._n_past += take
             slot.cached.extend(chunk)
         if n == 0:
             return
         batch.n_tokens = n
+        started = time.monotonic()
         result = llama_cpp.llama_decode(self.ctx, batch)
         if result != 0:
             raise RuntimeError(f"llama_decode failed with code {result} (the context is full?)")
         self.steps += 1
+        if writers and read >= reading:
+            self._learn_chunk(time.monotonic() - started)
         for slot, row in rows:
             sequence = slot.sequence
             assert sequence is not None and sequence._chain is not None
