@@ -466,5 +466,7 @@ def test_it_checks_options_off_the_event_loop(web_server: str, secret: str) -> N
         (status, answered), (listed_status, listed_after) = refused.result(), listed.result()
     assert (status, listed_status) == (400, 200)
     assert answered > 1, "the schema converts quickly now; pick a slower one for this test"
-    # On the event loop, the conversion would hold every other request until it is done.
-    assert listed_after < answered / 2, (listed_after, answered)
+    # On the event loop, the conversion would hold every other request until it is done; off
+    # it, the listing is answered first (slowed by the conversion's share of the GIL, so no
+    # tighter bound holds on a busy box).
+    assert listed_after < answered, (listed_after, answered)
