@@ -24,7 +24,7 @@ from tests.chat.socket_client import (
     open_socket,
     send_prompt,
 )
-from tests.conftest import PASSWORD, session_cookie
+from tests.conftest import PASSWORD, SECOND_MODEL, session_cookie
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -245,12 +245,13 @@ async def test_it_aborts_a_running_generation_and_keeps_its_text(
 
 
 async def test_it_takes_an_aborted_prompt_off_the_queue(
-    owner: Any, default_model: Any, inference_worker: Any
+    owner: Any, serial_pinned_worker: Any
 ) -> None:
+    # One slot: the second prompt waits in the queue while the first is written.
     socket = await open_socket(owner)
-    busy = await send_prompt(socket, LONG_PROMPT, max_tokens=500, seed=3)
+    busy = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=500, seed=3)
     await next_of_type(socket, "started", busy["message"])
-    waiting = await send_prompt(socket, "Hello?", seed=3)
+    waiting = await send_prompt(socket, "Hello?", model=SECOND_MODEL, seed=3)
     assert waiting["queue_position"] == 1
     await socket.send_json_to({"type": "abort", "message": waiting["message"]})
     await socket.send_json_to({"type": "abort", "message": busy["message"]})
