@@ -140,8 +140,10 @@ async def test_a_high_answer_pauses_a_normal_one_which_ends_the_same(
     """One slot: the staff member's high-priority question starts at once, the owner's answer
     is paused (its reader sees only a pause) and then ends as it would have uninterrupted."""
     reader = await open_socket(owner)
-    options = {"model": SECOND_MODEL, "temperature": 1.0, "seed": 8, "max_tokens": 120}
-    low = await send_prompt(reader, QUESTIONS[0], **options)
+    # An answer long enough to be still running when the high one comes.
+    options = {"model": SECOND_MODEL, "temperature": 1.0, "seed": 8, "max_tokens": 300}
+    essay = "Write a very long essay about the history of rivers, with many details."
+    low = await send_prompt(reader, essay, **options)
     await collect(reader, lambda fs: sum(f["type"] == "chunk" for f in fs) >= 3)
     urgent = await open_socket(staff)
     high = await send_prompt(urgent, "Say yes.", model=SECOND_MODEL, max_tokens=8, priority="high")
@@ -160,7 +162,7 @@ async def test_a_high_answer_pauses_a_normal_one_which_ends_the_same(
     assert seqs == sorted(set(seqs)), "no repeat, no gap"
     done = done_for(frames, low["message"])
     assert done is not None
-    uninterrupted = await alone(reader, QUESTIONS[0], **options)
+    uninterrupted = await alone(reader, essay, **options)
     assert done["content"] == uninterrupted["content"]
     await reader.disconnect()
     await urgent.disconnect()
