@@ -466,7 +466,8 @@ class Scheduler:
             room = self.n_batch - n
             if room <= 0:
                 break
-            take = min(len(sequence._pending), room, 1 if slot in writers else reading)
+            writing = slot in writers
+            take = min(len(sequence._pending), room, 1 if writing else reading)
             if sequence._n_past + take > self.n_ctx_seq:
                 self._release(slot, End("length"))
                 continue
@@ -482,7 +483,7 @@ class Scheduler:
                     rows.append((slot, n))
                 n += 1
             del sequence._pending[:take]
-            if slot not in writers:
+            if not writing:
                 read += take
             sequence._n_past += take
             slot.cached.extend(chunk)

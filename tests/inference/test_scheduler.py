@@ -230,15 +230,30 @@ def test_a_prompt_sharing_a_busy_slots_prefix_starts_from_a_copy(model: LlamaMod
     assert tokens == run_after(model, first, second, greedy, 12)
 
 
+def tide_prompt(model: LlamaModel, lines: int) -> list[int]:
+    """A pasted document of `lines` numbered lines (about 12 tokens each) to summarise."""
+    document = " ".join(f"Line {i}: the tide comes in and goes out." for i in range(lines))
+    return prompt(model, document + "\nSummarise this.")
+
+
+def start_writer(
+    scheduler: Scheduler, model: LlamaModel, max_tokens: int
+) -> tuple[Sequence, Iterator[int]]:
+    """A greedy answer streaming in `scheduler`, its first token already read."""
+    writer = scheduler.submit(
+        Sequence(prompt(model, QUESTIONS[0]), Sampling(temperature=0.0), max_tokens=max_tokens)
+    )
+    stream = writer.tokens(timeout=120)
+    next(stream)
+    return writer, stream
+
+
 def test_a_long_prompt_is_read_in_chunks_while_others_keep_streaming(model: LlamaModel) -> None:
     scheduler = Scheduler(model.model, n_ctx=4 * 2560, parallel=4, unified=False, prefill_chunk=128)
     greedy = Sampling(temperature=0.0)
-    document = " ".join(f"Line {i}: the tide comes in and goes out." for i in range(170))
     try:
-        writer = scheduler.submit(Sequence(prompt(model, QUESTIONS[0]), greedy, max_tokens=200))
-        stream = writer.tokens(timeout=120)
-        next(stream)
-        long_prompt = prompt(model, document + "\nSummarise this.")
+        writer, stream = start_writer(scheduler, model, 200)
+        long_prompt = tide_prompt(model, 170)
         assert len(long_prompt) > 2000
         reader = scheduler.submit(Sequence(long_prompt, greedy, max_tokens=4))
         during = 0
@@ -269,15 +284,11 @@ def test_the_prompt_chunk_follows_the_time_a_step_takes(
         prefill_chunk=128,
         step_target=target,
     )
-    greedy = Sampling(temperature=0.0)
-    document = " ".join(f"Line {i}: the tide comes in and goes out." for i in range(60))
     try:
-        writer = scheduler.submit(Sequence(prompt(model, QUESTIONS[0]), greedy, max_tokens=300))
-        stream = writer.tokens(timeout=120)
-        next(stream)
-        long_prompt = prompt(model, document + "\nSummarise this.")
+        writer, stream = start_writer(scheduler, model, 300)
+        long_prompt = tide_prompt(model, 60)
         assert len(long_prompt) > 600
-        reader = scheduler.submit(Sequence(long_prompt, greedy, max_tokens=6))
+        reader = scheduler.submit(Sequence(long_prompt, Sampling(temperature=0.0), max_tokens=6))
         assert list(reader.tokens(timeout=120))
         writer.abort()
         list(stream)
