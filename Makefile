@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint format install model browser clean
+.PHONY: run test check lint format install model browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,14 @@ run: install model
 test: lint model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The fast tier: lint and the tests that need no model, worker, daphne or browser.
+check: lint model
+	WIZ_TEST_TIER=fast $(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy wizweb chat models_admin inference
+	$(VENV)/bin/mypy wizweb chat models_admin inference usage
 
 format: install
 	$(VENV)/bin/ruff format .

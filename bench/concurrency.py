@@ -183,6 +183,12 @@ class Level:
     concurrency: int
     streams: list[Stream]
     wall_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by process
+
+    @property
+    def cpu_per_1k_tokens(self) -> dict[str, float]:
+        tokens = sum(s.tokens for s in self.streams) or 1
+        return {name: seconds * 1000 / tokens for name, seconds in self.cpu_s.items()}
 
     @property
     def aggregate_tokens_per_s(self) -> float:
@@ -233,6 +239,9 @@ class Side(Protocol):
     @property
     def concurrent(self) -> bool: ...
 
+    @property
+    def processes(self) -> dict[str, int]: ...
+
     async def chat(
         self,
         client: httpx2.AsyncClient,
@@ -252,6 +261,7 @@ class HttpSide:
     base_url: str
     model: str
     keys: list[str]  # one per chat in flight; empty for a server that wants none
+    processes: dict[str, int] = field(default_factory=dict)  # its processes' pids, by role
 
     async def chat(
         self,
@@ -337,7 +347,8 @@ def wiz_side(data_dir: Path, plan: Plan) -> Iterator[HttpSide]:
     web = Child("daphne", daphne_command(port), env, data_dir)
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/healthz"), timeout=60, what="daphne")
-        yield HttpSide("wiz", f"http://127.0.0.1:{port}", model.name, keys)
+        processes = {"worker": worker.pid, "daphne": web.pid, "redis": redis_pid()}
+        yield HttpSide("wiz", f"http://127.0.0.1:{port}", model.name, keys, processes)
     finally:
         web.stop()
         worker.stop()
@@ -366,7 +377,8 @@ def peer_side(
                 what=f"llama-server (its log: {server.log_path})",
             )
         models = httpx2.get(f"{base_url}/v1/models", timeout=10).json()
-        yield HttpSide("peer", base_url, models["data"][0]["id"], [])
+        processes = {"llama-server": server.pid} if server is not None else {}
+        yield HttpSide("peer", base_url, models["data"][0]["id"], [], processes)
     finally:
         if server is not None:
             server.stop()
@@ -377,6 +389,7 @@ class RawSide:
 
     name = "raw"
     concurrent = False
+    processes: dict[str, int] = {}  # it runs in this process: counted as the client
 
     def __init__(self, llama: Any) -> None:
         self.llama = llama
@@ -451,9 +464,32 @@ async def level_run(
         for prompt in waiting:
             streams.append(await side.chat(client, index, [user(prompt)], max_tokens))
 
+    before = cpu_seconds(side.processes)
     started = time.perf_counter()
     await asyncio.gather(*(slot(index) for index in range(concurrency)))
-    return Level(side.name, concurrency, streams, time.perf_counter() - started)
+    wall_s = time.perf_counter() - started
+    after = cpu_seconds(side.processes)
+    cpu_s = {name: after[name] - before.get(name, 0.0) for name in after}
+    return Level(side.name, concurrency, streams, wall_s, cpu_s)
+
+
+def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far; `client` is this one."""
+    import psutil
+
+    used: dict[str, float] = {}
+    for name, pid in {**processes, "client": os.getpid()}.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            used[name] = times.user + times.system
+    return used
+
+
+def redis_pid() -> int:
+    """The pid of the Redis that Django's settings point at (the bench's private one)."""
+    from wizweb.redis_server import redis_connection
+
+    return int(redis_connection().info("server")["process_id"])
 
 
 async def follow_up_run(
@@ -510,6 +546,8 @@ async def measure(sides: list[Side], plan: Plan, long_message: str) -> dict[str,
                 level = await level_run(side, client, concurrency, prompts, plan.max_tokens)
                 results[side.name].levels[concurrency] = level
                 progress(f"{side.name}: C={concurrency} took {level.wall_s:.1f} s")
+        if ARGS.levels_only:
+            return results
         for side in servers:
             results[side.name].turns = await follow_up_run(side, client, plan)
             progress(f"{side.name}: follow-up done")
@@ -589,6 +627,16 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
                 f" {ms(level.ttft_ms(50)):>9} {ms(level.ttft_ms(95)):>9}"
                 f" {ms(level.gap_p99_ms):>8}"
             )
+
+    print("\nCPU seconds per 1,000 completion tokens, by process (client: this bench)")
+    for concurrency in plan.concurrency:
+        for result in results.values():
+            level = result.levels.get(concurrency)
+            if level is None or not level.cpu_s:
+                continue
+            shares = level.cpu_per_1k_tokens
+            parts = ", ".join(f"{name} {value:.2f}" for name, value in shares.items())
+            print(f"{level.side:<5} {concurrency:>3} total {sum(shares.values()):.2f}: {parts}")
 
     print(f"\nfollow-up: turn 2 after {plan.other_conversations} other conversations at C=4")
     for result in results.values():
@@ -707,5 +755,8 @@ if __name__ == "__main__":
     peer.add_argument("--peer", help="an OpenAI-compatible server, such as http://127.0.0.1:8080")
     peer.add_argument("--llama-server", help="a llama-server binary to start for the peer side")
     parser.add_argument("--quick", action="store_true", help="smaller scenarios, for a smoke run")
+    parser.add_argument(
+        "--levels-only", action="store_true", help="the levels, without the two scenarios"
+    )
     ARGS = parser.parse_args()
     main()

@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from chat import selectors, services
-from chat.models import Conversation, Message, SystemPromptPreset
+from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
 from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
@@ -72,6 +72,7 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
         "id": str(conversation.id),
         "title": conversation.title,
         "settings": conversation.settings,
+        "pinned": conversation.pinned,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }
@@ -138,6 +139,10 @@ def conversation_detail(
             if not isinstance(title, str) or not title.strip() or len(title) > 200:
                 return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
             services.conversation_rename(conversation=conversation, title=title)
+        if "pinned" in body:
+            if not isinstance(body["pinned"], bool):
+                return _api_error(400, "'pinned' must be true or false.", "invalid_pinned")
+            services.conversation_pin(conversation=conversation, pinned=body["pinned"])
         if "settings" in body:
             if not isinstance(body["settings"], dict):
                 return _api_error(400, "'settings' must be an object.", "invalid_settings")
@@ -148,6 +153,42 @@ def conversation_detail(
             except InvalidOptions as exc:
                 return _api_error(400, str(exc), "invalid_options")
     return JsonResponse(conversation_export(conversation))
+
+
+@require_http_methods(["GET", "PUT", "DELETE"])
+@api_user_required
+def conversation_share(
+    request: HttpRequest, user: User, conversation_id: uuid.UUID
+) -> HttpResponse:
+    """The conversation's read-only link: who sees it (GET), share or change that (PUT), revoke
+    it (DELETE)."""
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    if request.method == "DELETE":
+        services.conversation_unshare(conversation=conversation)
+        return HttpResponse(status=204)
+    if request.method == "PUT":
+        body = _json_body(request)
+        everyone = body.get("everyone", False)
+        usernames = body.get("users", [])
+        if not isinstance(everyone, bool) or not (
+            isinstance(usernames, list) and all(isinstance(u, str) for u in usernames)
+        ):
+            return _api_error(
+                400,
+                "'everyone' must be true or false and 'users' a list of names.",
+                "invalid_share",
+            )
+        try:
+            share = services.conversation_share(
+                conversation=conversation, everyone=everyone, usernames=usernames
+            )
+        except services.ChatError as exc:
+            return _api_error(400, str(exc), exc.code)
+        return JsonResponse(share.as_json())
+    current = ConversationShare.objects.filter(conversation=conversation).first()
+    if current is None:
+        return _api_error(404, "This conversation is not shared.", "not_shared")
+    return JsonResponse(current.as_json())
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -221,9 +262,20 @@ def preset_list(request: HttpRequest, user: User) -> HttpResponse:
     return JsonResponse({"results": [p.as_json() for p in presets]})
 
 
-@require_http_methods(["DELETE"])
+@require_http_methods(["PATCH", "DELETE"])
 @api_user_required
 def preset_detail(request: HttpRequest, user: User, preset_id: int) -> HttpResponse:
+    if request.method == "PATCH":
+        body = _json_body(request)
+        if not isinstance(body.get("default"), bool):
+            return _api_error(400, "'default' must be true or false.", "invalid_preset")
+        try:
+            preset = services.preset_default_set(
+                user=user, preset_id=preset_id, default=body["default"]
+            )
+        except services.ChatError as exc:
+            return _api_error(404 if exc.code == "not_found" else 400, str(exc), exc.code)
+        return JsonResponse(preset.as_json())
     deleted, _ = SystemPromptPreset.objects.filter(owner=user, pk=preset_id).delete()
     if not deleted:
         return _api_error(404, "That preset does not exist or is not yours.", "not_found")

@@ -25,6 +25,7 @@ from inference.requests import (
     GenerationRequest,
     GrammarRefused,
     PromptTooLong,
+    ReasoningRefused,
     TextDelta,
 )
 from inference.runtime import ModelLoadError, runtime
@@ -51,7 +52,14 @@ def generation_history(message: Message) -> list[dict[str, str]]:
             chain.append(current)
         current = by_id.get(current.parent_id) if current.parent_id else None
     chain.reverse()
-    turns = [{"role": m.role, "content": m.content} for m in chain]
+    # A thinking model's thoughts go along as `reasoning_content`; the engine drops them unless
+    # the model's template reads them (most leave earlier thinking out on purpose).
+    turns = [
+        {"role": m.role, "content": m.content, "reasoning_content": m.reasoning}
+        if m.reasoning
+        else {"role": m.role, "content": m.content}
+        for m in chain
+    ]
     system_prompt = message.options.get("system_prompt")
     if system_prompt:
         turns.insert(0, {"role": "system", "content": system_prompt})
@@ -61,12 +69,15 @@ def generation_history(message: Message) -> list[dict[str, str]]:
 def _timings(message: Message, finished: Finished) -> dict[str, Any]:
     assert message.started_at is not None
     queue_ms = (message.started_at - message.created_at).total_seconds() * 1000
-    return {
+    timings = {
         "queue_ms": round(queue_ms, 1),
         "ttft_ms": round(finished.prompt_ms, 1),
         "total_ms": round(finished.prompt_ms + finished.generation_ms, 1),
         "tokens_per_s": round(finished.tokens_per_s, 2),
     }
+    if finished.reasoning_tokens:  # only an answer that thought has a thinking time
+        timings["reasoning_ms"] = round(finished.reasoning_ms, 1)
+    return timings
 
 
 def _run_pass(
@@ -75,7 +86,7 @@ def _run_pass(
     *,
     connection: redis.Redis,
     message: Message,
-    on_text: Callable[[str], None] | None = None,
+    on_text: Callable[[str, str], None] | None = None,
 ) -> Finished:
     """One pass over the model, decoded with every other answer of the worker; abortable by
     the user and by rq's stop-job command (the generation's tag is the job's id)."""
@@ -90,7 +101,7 @@ def _run_pass(
         for event in generation.events():
             if isinstance(event, TextDelta):
                 if on_text is not None:
-                    on_text(event.text)
+                    on_text(event.text, event.channel)
             else:
                 finished = event
     assert finished is not None
@@ -103,7 +114,7 @@ def _answer(
     options: GenerationOptions,
     *,
     connection: redis.Redis,
-    on_text: Callable[[str], None],
+    on_text: Callable[[str, str], None],
 ) -> tuple[Finished, list[dict[str, Any]]]:
     """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted."""
     run = partial(_run_pass, engine, connection=connection, message=message)
@@ -162,11 +173,11 @@ def generation_run(
     for group, frame in queue_position_frames():
         sender.send(group, {"type": "chat.frame", "frame": frame})
 
-    parts: list[str] = []
+    parts: dict[str, list[str]] = {"content": [], "reasoning": []}
 
-    def on_text(text: str) -> None:
-        parts.append(text)
-        stream.text(text)
+    def on_text(text: str, channel: str) -> None:
+        parts[channel].append(text)
+        stream.text(text, channel)
 
     finished: Finished | None = None
     tool_calls: list[dict[str, Any]] = []
@@ -178,7 +189,7 @@ def generation_run(
             finished, tool_calls = _answer(
                 engine, message, options, connection=connection, on_text=on_text
             )
-    except (PromptTooLong, ModelLoadError, GrammarError, GrammarRefused) as exc:
+    except (PromptTooLong, ModelLoadError, GrammarError, GrammarRefused, ReasoningRefused) as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("Generation of message %s failed", message.id)
@@ -199,11 +210,15 @@ def generation_run(
             "trimmed": asdict(finished.trimmed) if finished.trimmed else None,
             "tool_calls": tool_calls,
             "timings": _timings(message, finished),
+            "reasoning": finished.reasoning,
+            "reasoning_tokens": finished.reasoning_tokens,
+            "note": finished.note,
         }
     else:
         ending = {
             "state": Message.State.FAILED,
-            "content": "".join(parts),
+            "content": "".join(parts["content"]),
+            "reasoning": "".join(parts["reasoning"]),
             "finish_reason": "error",
             "error": error,
         }

@@ -6,8 +6,12 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
+
+from chat.generation_log import generation_log
+from chat.metrics import generation_observe
+from usage.recording import usage_record
 
 
 class Conversation(models.Model):
@@ -20,12 +24,18 @@ class Conversation(models.Model):
     in_history = models.BooleanField(default=True)
     # The chat page's settings for this conversation, as generation options (chat.options).
     settings = models.JSONField(default=dict, blank=True)
+    # Pinned conversations head the sidebar, newest first, before all the others.
+    pinned = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            # The sidebar's order: pinned first, then the newest.
+            models.Index(fields=["owner", "-pinned", "-updated_at"], name="chat_conv_sidebar_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.title or str(self.id)
@@ -67,6 +77,9 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
+    # A thinking model's thoughts, apart from the answer; never sent back to the model unless
+    # its template asks for them (see chat.history).
+    reasoning = models.TextField(blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.DONE)
     finish_reason = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
@@ -82,6 +95,11 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     # Prompt tokens the worker had evaluated already (a follow-up turn reuses the history).
     cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Of completion_tokens, those spent thinking.
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Something the reader should know about a finished answer (a thinking block that never
+    # closed and is kept as the answer), not an error.
+    note = models.CharField(max_length=300, blank=True)
     # {"turns": n, "tokens": n} when earlier turns were left out to fit the context window.
     trimmed = models.JSONField(default=dict, blank=True)
     # OpenAI's shape: [{"id", "type": "function", "function": {"name", "arguments"}}].
@@ -115,6 +133,7 @@ class Message(models.Model):
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens or 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens or 0},
         }
 
     def start(self, *, worker: str, run: str) -> bool:
@@ -141,6 +160,9 @@ class Message(models.Model):
         tool_calls: list[dict[str, Any]] | None = None,
         timings: dict[str, Any] | None = None,
         error: str = "",
+        reasoning: str = "",
+        reasoning_tokens: int | None = None,
+        note: str = "",
     ) -> bool:
         """Save the end of the generation; False when the row is gone (its conversation was
         deleted meanwhile), which is not an error: there is nobody left to tell."""
@@ -154,8 +176,14 @@ class Message(models.Model):
         self.tool_calls = tool_calls or []
         self.timings = timings or {}
         self.error = error
+        self.reasoning = reasoning
+        self.reasoning_tokens = reasoning_tokens
+        self.note = note
         self.finished_at = timezone.now()
         fields = (
+            "reasoning",
+            "reasoning_tokens",
+            "note",
             "state",
             "content",
             "finish_reason",
@@ -168,10 +196,16 @@ class Message(models.Model):
             "error",
             "finished_at",
         )
-        # An update, not save(update_fields=...), which raises on a deleted row.
-        updated = Message.objects.filter(pk=self.pk).update(
-            **{name: getattr(self, name) for name in fields}
-        )
+        with transaction.atomic():  # the answer's end and its count in the usage table, or neither
+            # An update, not save(update_fields=...), which raises on a deleted row.
+            updated = Message.objects.filter(pk=self.pk).update(
+                **{name: getattr(self, name) for name in fields}
+            )
+            if updated:
+                usage_record(self)
+        if updated:
+            generation_log(self)
+            generation_observe(self)
         return bool(updated)
 
     def done_frame(self) -> dict[str, Any]:
@@ -181,9 +215,12 @@ class Message(models.Model):
             "message": str(self.id),
             "finish_reason": self.finish_reason,
             "content": self.content,
+            "reasoning": self.reasoning,
             "usage": self.usage,
             "timings": self.timings,
         }
+        if self.note:
+            frame["note"] = self.note
         if self.trimmed:
             frame["trimmed"] = self.trimmed
         if self.tool_calls:
@@ -198,6 +235,8 @@ class Message(models.Model):
             "id": str(self.id),
             "role": self.role,
             "content": self.content,
+            "reasoning": self.reasoning,
+            "note": self.note,
             "state": self.state,
             "finish_reason": self.finish_reason,
             "error": self.error,
@@ -205,7 +244,9 @@ class Message(models.Model):
             "usage": self.usage,
             "timings": self.timings,
             "tool_calls": self.tool_calls,
-            "trimmed": self.trimmed,
+            # null rather than {} when nothing was left out, as in the `done` frame: the page
+            # reads any object as "trimmed".
+            "trimmed": self.trimmed or None,
             "parent": str(self.parent_id) if self.parent_id else None,
             "created_at": self.created_at.isoformat(),
         }
@@ -219,16 +260,52 @@ class SystemPromptPreset(models.Model):
     )
     name = models.CharField(max_length=100)
     text = models.TextField()
+    # The preset a new chat starts with (its system prompt); at most one per user.
+    is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="one_preset_name_per_user")
+            models.UniqueConstraint(fields=["owner", "name"], name="one_preset_name_per_user"),
+            models.UniqueConstraint(
+                fields=["owner"],
+                condition=models.Q(is_default=True),
+                name="one_default_preset_per_user",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.pk, "name": self.name, "text": self.text}
+        return {"id": self.pk, "name": self.name, "text": self.text, "default": self.is_default}
+
+
+class ConversationShare(models.Model):
+    """A read-only link to a conversation, for everyone logged in or for chosen users, until
+    its owner revokes it (the row is then deleted, and the link is a 404)."""
+
+    conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, related_name="share"
+    )
+    # The link's secret part: unguessable, so a link is only known to whom it was given.
+    token = models.CharField(max_length=43, unique=True)
+    everyone = models.BooleanField(default=False)
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"share of {self.conversation}"
+
+    def visible_to(self, user: Any) -> bool:
+        if user.pk == self.conversation.owner_id or self.everyone:
+            return True
+        return self.users.filter(pk=user.pk).exists()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "url": f"/s/{self.token}/",
+            "everyone": self.everyone,
+            "users": sorted(self.users.values_list("username", flat=True)),
+        }

@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -27,7 +28,7 @@ from chat import services
 from chat.follow import message_follow
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
-from models_admin.models import LocalModel
+from models_admin.access import models_usable_by
 from wizweb.apikeys import apikey_from_request
 from wizweb.models import ApiKey
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
@@ -50,6 +51,9 @@ OPTION_KEYS = {
     "tool_choice",
     "response_prefix",
     "priority",
+    "reasoning",
+    "reasoning_budget",
+    "reasoning_effort",
 }
 # OpenAI parameters that change nothing here; clients send them routinely.
 IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tier"}
@@ -68,8 +72,10 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: int = RETRY_AFTER_SECONDS,
     ) -> None:
         self.status, self.type, self.param, self.code = status, type, param, code
+        self.retry_after = retry_after
         super().__init__(message)
 
     def response(self) -> JsonResponse:
@@ -83,11 +89,15 @@ class ApiError(Exception):
         }
         response = JsonResponse(body, status=self.status)
         if self.status == 429:
-            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            response["Retry-After"] = str(self.retry_after)
         return response
 
 
 def _chat_error(exc: services.ChatError) -> ApiError:
+    if exc.code == "quota_exceeded":
+        return ApiError(
+            429, str(exc), type="rate_limit_error", code=exc.code, retry_after=exc.retry_after or 60
+        )
     if exc.code == "too_many_pending":
         return ApiError(429, str(exc), type="rate_limit_error", code=exc.code)
     if exc.code in ("model_not_found", "no_model"):
@@ -278,6 +288,8 @@ async def _submit(
         )
     except services.ChatError as exc:
         raise _chat_error(exc) from None
+    except InvalidOptions as exc:  # an option this model cannot honour
+        raise ApiError(400, str(exc), param=exc.key) from None
 
 
 async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[dict[str, Any]]:
@@ -345,6 +357,7 @@ class _Stream:
         self,
         *,
         text: str | None = None,
+        reasoning: str | None = None,
         role: bool = False,
         tool_calls: list[dict[str, Any]] | None = None,
         finish_reason: str | None = None,
@@ -362,6 +375,8 @@ class _Stream:
             delta.update(role="assistant", content="")
         if text is not None:
             delta["content"] = text
+        if reasoning is not None:
+            delta["reasoning_content"] = reasoning  # as llama-server and DeepSeek's API
         if tool_calls:
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
@@ -374,6 +389,8 @@ class _Stream:
     def whole(self, done: dict[str, Any]) -> dict[str, Any]:
         if self.chat:
             answer: dict[str, Any] = {"role": "assistant", "content": done["content"] or None}
+            if done.get("reasoning"):
+                answer["reasoning_content"] = done["reasoning"]
             if done.get("tool_calls"):
                 answer["tool_calls"] = done["tool_calls"]
             choice: dict[str, Any] = {
@@ -399,7 +416,11 @@ async def _events(
         yield _sse(shape.chunk(role=True))
     async for frame in _frames(message, api_key):
         if frame["type"] == "chunk":
-            yield _sse(shape.chunk(text=frame["text"]))
+            if frame.get("channel") == "reasoning":
+                if shape.chat:  # a text completion has no template, so no thinking
+                    yield _sse(shape.chunk(reasoning=frame["text"]))
+            else:
+                yield _sse(shape.chunk(text=frame["text"]))
         elif frame["type"] == "done":
             if frame["finish_reason"] == "error":
                 yield _sse(_error_payload(frame))
@@ -468,7 +489,7 @@ chat_completions = _completion_view(chat=True)
 completions = _completion_view(chat=False)
 
 
-def _models_list() -> list[dict[str, Any]]:
+def _models_list(user: User) -> list[dict[str, Any]]:
     return [
         {
             "id": m.name,
@@ -476,7 +497,7 @@ def _models_list() -> list[dict[str, Any]]:
             "created": int(m.created_at.timestamp()),
             "owned_by": "wizweb",
         }
-        for m in LocalModel.objects.filter(state=LocalModel.State.READY)
+        for m in models_usable_by(user)
     ]
 
 
@@ -485,8 +506,8 @@ def _models_list() -> list[dict[str, Any]]:
 @require_GET
 async def models(request: HttpRequest) -> HttpResponse:
     try:
-        await _api_key(request)
+        api_key = await _api_key(request)
     except ApiError as exc:
         return exc.response()
-    data = await database_sync_to_async(_models_list)()
+    data = await database_sync_to_async(_models_list)(api_key.user)
     return JsonResponse({"object": "list", "data": data})

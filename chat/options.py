@@ -15,6 +15,14 @@ from inference.sampling import Sampling
 PRIORITIES = ("high", "normal", "low")
 MAX_STOP_STRINGS = 4
 MAX_SYSTEM_PROMPT_CHARS = 20_000
+# OpenAI's `reasoning_effort` as a thinking budget in tokens (None: as long as it takes);
+# "none" switches thinking off. Small models think long: "low" still lets them check a sum.
+REASONING_EFFORT_BUDGETS: dict[str, int | None] = {
+    "minimal": 128,
+    "low": 512,
+    "medium": 2048,
+    "high": None,
+}
 
 
 class InvalidOptions(ValueError):
@@ -138,6 +146,21 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
                 grammar = _grammar(value)
             case "response_prefix":
                 values[key] = _text(key, value, 2000)
+            case "reasoning":
+                if not isinstance(value, bool):
+                    raise InvalidOptions(key, "must be true or false.")
+                values[key] = value
+            case "reasoning_budget":
+                values[key] = _number(key, value, 0, settings.WIZ_MAX_CONTEXT, integer=True)
+            case "reasoning_effort":
+                if value == "none":
+                    values["reasoning"] = False
+                elif value in REASONING_EFFORT_BUDGETS:
+                    values["reasoning_budget"] = REASONING_EFFORT_BUDGETS[value]
+                else:
+                    raise InvalidOptions(
+                        key, 'must be "none", "minimal", "low", "medium" or "high".'
+                    )
             case "priority":
                 if value not in PRIORITIES:
                     raise InvalidOptions(key, 'must be "high", "normal" or "low".')
@@ -150,6 +173,14 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
                 pass  # checked together below
             case _:
                 raise InvalidOptions(key, "is not a known option.")
+    if "reasoning_effort" in raw and "reasoning_budget" in raw:
+        raise InvalidOptions("reasoning_effort", "cannot be combined with reasoning_budget.")
+    if values.get("reasoning") is False and values.get("reasoning_budget") is not None:
+        raise InvalidOptions("reasoning_budget", "needs reasoning on; leave one of them out.")
+    if values.get("reasoning_budget") is not None and (grammar is not None or raw.get("tools")):
+        raise InvalidOptions(
+            "reasoning_budget", "cannot be combined with grammar, response_format or tools."
+        )
     if "max_tokens" not in values:
         values["max_tokens"] = settings.WIZ_DEFAULT_MAX_TOKENS
     try:
@@ -165,4 +196,24 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
         system_prompt=system_prompt,
         priority=priority,
         given={k: v for k, v in raw.items() if v is not None},
+    )
+
+
+def options_model_check(options: GenerationOptions, *, model_name: str, thinks: bool) -> None:
+    """Refuse, before anything is queued, the reasoning options a model cannot honour: a model
+    that does not think cannot be asked to, nor given a thinking budget. (Off is always fine.)
+    The worker checks again against the template it loaded (`inference.engine`)."""
+    sampling = options.sampling
+    if thinks:
+        return
+    if sampling.reasoning is True:
+        key = "reasoning"
+    elif sampling.reasoning_budget is not None:
+        key = "reasoning_effort" if "reasoning_effort" in options.given else "reasoning_budget"
+    else:
+        return
+    raise InvalidOptions(
+        key,
+        f"{model_name} does not think (its chat template has no thinking markers); "
+        "leave this out, or pick a thinking model.",
     )

@@ -14,7 +14,8 @@ SIDEBAR_PAGE = 50
 
 
 def conversation_list(*, user: User, search: str = "") -> QuerySet[Conversation]:
-    """The user's conversations, newest first; `search` matches titles and message text."""
+    """The user's conversations, pinned ones first, then newest first; `search` matches titles
+    and message text."""
     conversations = Conversation.objects.filter(owner=user, in_history=True)
     if search:
         # Only this user's messages are read: on a shared server most text is someone else's.
@@ -22,7 +23,7 @@ def conversation_list(*, user: User, search: str = "") -> QuerySet[Conversation]
             conversation__owner=user, content__icontains=search
         ).values("conversation_id")
         conversations = conversations.filter(Q(title__icontains=search) | Q(pk__in=matching))
-    return conversations.order_by("-updated_at")
+    return conversations.order_by("-pinned", "-updated_at")
 
 
 def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:
@@ -37,3 +38,18 @@ def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:
 
 def conversation_messages(*, conversation: Conversation) -> list[Message]:
     return list(conversation.messages.order_by("created_at"))
+
+
+def conversation_branch(*, conversation: Conversation) -> list[Message]:
+    """The branch that leads to the newest message, from the first message down: what the chat
+    page shows after a reload."""
+    messages = {m.pk: m for m in conversation.messages.all()}
+    if not messages:
+        return []
+    newest = max(messages.values(), key=lambda m: m.created_at)
+    branch = []
+    node: Message | None = newest
+    while node is not None:
+        branch.append(node)
+        node = messages.get(node.parent_id) if node.parent_id else None
+    return branch[::-1]

@@ -4,6 +4,7 @@ aborts, and mending what dead workers and a restarted Redis leave behind."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,8 +23,16 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from chat.models import Conversation, Message, SystemPromptPreset
-from chat.options import MAX_SYSTEM_PROMPT_CHARS, GenerationOptions, options_parse
+from chat.generation_log import generation_log
+from chat.metrics import answer_requested, generation_observe
+from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
+from chat.options import (
+    MAX_SYSTEM_PROMPT_CHARS,
+    GenerationOptions,
+    InvalidOptions,
+    options_model_check,
+    options_parse,
+)
 from chat.streams import (
     CHUNK_LOG_TTL,
     abort_channel,
@@ -41,8 +50,12 @@ from inference.presence import (
     worker_is_alive,
     worker_process_gone,
     worker_state_get,
+    worker_states,
 )
+from models_admin.access import models_usable_by
 from models_admin.models import LocalModel
+from usage.quotas import QuotaExceeded, quota_take
+from usage.recording import usage_record
 from wizweb.redis_server import redis_connection
 
 TITLE_LENGTH = 60
@@ -51,8 +64,10 @@ TITLE_LENGTH = 60
 class ChatError(Exception):
     """A request that cannot be served; `code` and the message go to the client as they are."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
         self.code = code
+        # Seconds until the request could succeed, when that is known (quota_exceeded).
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -68,17 +83,20 @@ def max_priority_for(user: User) -> str:
     return "high" if getattr(user, "is_staff", False) else "normal"
 
 
-def _model_for(options: GenerationOptions) -> LocalModel:
-    ready = LocalModel.objects.filter(state=LocalModel.State.READY)
-    model = (
-        ready.filter(name=options.model).first()
-        if options.model
-        else ready.filter(is_default=True).first()
-    )
+def _model_for(options: GenerationOptions, user: User) -> LocalModel:
+    """The model asked for, or the default; a model closed to `user` is one that does not
+    exist (models_admin.access), so the refusal says nothing of it. Without a usable default,
+    the first model the user may use."""
+    usable = models_usable_by(user)
+    if options.model:
+        model = usable.filter(name=options.model).first()
+    else:
+        model = usable.filter(is_default=True).first() or usable.first()
     if model is None:
         if options.model:
             raise ChatError("model_not_found", f"There is no ready model named {options.model!r}.")
         raise ChatError("no_model", "No model is ready yet; ask an admin to add one.")
+    options_model_check(options, model_name=model.name, thinks=model.template_abilities.thinks)
     return model
 
 
@@ -106,21 +124,54 @@ def queue_position(message: Message) -> int:
     return ids.index(message.id) + 1 if message.id in ids else 1
 
 
+# How many recent answers the queue's wait estimate takes the length of an answer from.
+WAIT_ESTIMATE_ANSWERS = 50
+
+
+def queue_seconds_per_answer() -> float | None:
+    """How long the queue takes to move up one place, from the measured speed: the live
+    workers' tokens per second (every answer they write, together) over the mean length of
+    recent answers. None while no worker is writing (the speed is unknown then)."""
+    speed = sum(state.tokens_per_s for state in worker_states(redis_connection()))
+    if speed <= 0:
+        return None
+    recent = (
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT, state=Message.State.DONE, completion_tokens__gt=0
+        )
+        .order_by("-created_at")
+        .values_list("completion_tokens", flat=True)[:WAIT_ESTIMATE_ANSWERS]
+    )
+    lengths = [length for length in recent if length]
+    # With no answer written yet, the usual answer's length is its longest.
+    length = sum(lengths) / len(lengths) if lengths else settings.WIZ_DEFAULT_MAX_TOKENS
+    return length / speed
+
+
+def _queued_frame(message_id: uuid.UUID, position: int, per_answer: float | None) -> dict[str, Any]:
+    # Each place ahead is an answer to finish first, so `position` answers' time.
+    eta = None if per_answer is None else max(1, round(position * per_answer))
+    return {"type": "queued", "message": str(message_id), "position": position, "eta_s": eta}
+
+
 def queued_frame(message_id: uuid.UUID | str) -> dict[str, Any] | None:
     """The `queued` frame of a generation still waiting, for a socket that subscribes to it
     (a page loaded or reconnected while it waits); None once it has started."""
     message = Message.objects.filter(pk=message_id, state=Message.State.QUEUED).first()
     if message is None:
         return None
-    return {"type": "queued", "message": str(message.id), "position": queue_position(message)}
+    return _queued_frame(message.id, queue_position(message), queue_seconds_per_answer())
 
 
 def queue_position_frames() -> list[tuple[str, dict[str, Any]]]:
     """A `queued` frame for every waiting generation, for its group (positions shift when one
     starts, is aborted, or a higher tier arrives)."""
-    ids = _queued_in_order().values_list("id", flat=True)
+    ids = list(_queued_in_order().values_list("id", flat=True))
+    if not ids:
+        return []
+    per_answer = queue_seconds_per_answer()
     return [
-        (message_group(mid), {"type": "queued", "message": str(mid), "position": position})
+        (message_group(mid), _queued_frame(mid, position, per_answer))
         for position, mid in enumerate(ids, start=1)
     ]
 
@@ -165,6 +216,16 @@ def _check_pending_limit(user: User) -> None:
         )
 
 
+def _check_limits(user: User) -> None:
+    """The pending limit, then the user's quotas (usage.quotas), which count this request:
+    inside the transaction that adds the answer, so a refusal or a rollback counts nothing."""
+    _check_pending_limit(user)
+    try:
+        quota_take(user=user)
+    except QuotaExceeded as exc:
+        raise ChatError("quota_exceeded", str(exc), retry_after=exc.retry_after) from None
+
+
 @transaction.atomic
 def prompt_submit(
     *,
@@ -178,8 +239,8 @@ def prompt_submit(
 
     The turn follows `parent_id` (the message shown last on the user's branch), or the newest
     message of the conversation."""
-    model = _model_for(options)
-    _check_pending_limit(user)
+    model = _model_for(options, user)
+    _check_limits(user)
     if conversation_id is None:
         conversation = Conversation.objects.create(owner=user, title=_title_from(content))
         parent = None
@@ -224,8 +285,8 @@ def message_regenerate(
     old = _owned_message(user, message_id, Message.Role.ASSISTANT)
     if old.parent is None:
         raise ChatError("not_found", "That answer has no user turn to answer again.")
-    model = _model_for(options)
-    _check_pending_limit(user)
+    model = _model_for(options, user)
+    _check_limits(user)
     message = _answer_queue(old.parent, model=model, options=options)
     return Accepted(old.conversation, old.parent, message, queue_position(message))
 
@@ -236,8 +297,8 @@ def message_edit(
 ) -> Accepted:
     """A new version of a user turn (a sibling of the old one) and a new answer to it."""
     old = _owned_message(user, message_id, Message.Role.USER)
-    model = _model_for(options)
-    _check_pending_limit(user)
+    model = _model_for(options, user)
+    _check_limits(user)
     user_message = Message.objects.create(
         conversation=old.conversation, parent=old.parent, role=Message.Role.USER, content=content
     )
@@ -268,6 +329,7 @@ def _answer_queue(
     )
     parent.conversation.touch()
     transaction.on_commit(lambda: _enqueue(message))
+    transaction.on_commit(lambda: answer_requested(message))
     return message
 
 
@@ -284,8 +346,8 @@ def api_request_submit(
 
     Without history the conversation is hidden from the user's lists and removed once the
     answer has been delivered (see `api_conversation_discard`)."""
-    model = _model_for(options)
-    _check_pending_limit(user)
+    model = _model_for(options, user)
+    _check_limits(user)
     last_user = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "API call")
     conversation = Conversation.objects.create(
         owner=user, title=_title_from(last_user), in_history=in_history
@@ -387,17 +449,24 @@ def _generation_fail_lost(
 ) -> dict[str, Any] | None:
     """Fail a running answer whose writer is gone, keeping the text its chunk log holds; its
     `done` frame, or None if it had finished meanwhile."""
-    content = "".join(chunk_log_read(connection, message.id, 0))
-    failed = Message.objects.filter(pk=message.pk, state=Message.State.RUNNING).update(
-        state=Message.State.FAILED,
-        content=content,
-        finish_reason="error",
-        error=error,
-        finished_at=timezone.now(),
-    )
-    if not failed:
-        return None
-    message.refresh_from_db()
+    chunks = chunk_log_read(connection, message.id, 0)
+    content = "".join(text for channel, text in chunks if channel == "content")
+    reasoning = "".join(text for channel, text in chunks if channel == "reasoning")
+    with transaction.atomic():  # the failure and its count in the usage table, or neither
+        failed = Message.objects.filter(pk=message.pk, state=Message.State.RUNNING).update(
+            state=Message.State.FAILED,
+            content=content,
+            reasoning=reasoning,
+            finish_reason="error",
+            error=error,
+            finished_at=timezone.now(),
+        )
+        if not failed:
+            return None
+        message.refresh_from_db()
+        usage_record(message)
+    generation_log(message)
+    generation_observe(message)
     # What the writer would have done at the end: the log expires like any answer's, and an
     # abort asked of it no longer has anyone to stop.
     pipe = connection.pipeline(transaction=False)
@@ -436,11 +505,24 @@ def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, An
     for message in stale:
         if not Job.exists(str(message.id), connection=connection):
             _enqueue(message)
+        else:
+            _route_to_pinned(connection, message)
     # API calls kept out of history whose client went away before they were discarded.
     Conversation.objects.filter(
         in_history=False, updated_at__lt=now - HIDDEN_CONVERSATION_TTL
     ).exclude(messages__state__in=(Message.State.QUEUED, Message.State.RUNNING)).delete()
     return frames
+
+
+def _route_to_pinned(connection: redis.Redis, message: Message) -> None:
+    """A prompt sent while no worker was pinned to its model waits in the shared queues, which
+    a pinned worker does not serve (its worker may be on another machine, stopped for a while):
+    once one is back, move the prompt to the model's own queue, unless a worker took it."""
+    if message.model_id is None or not pinned_workers_for(connection, message.model_id):
+        return
+    shared = Queue(generation_queue_name(message.priority), connection=connection)
+    if shared.remove(str(message.id)):
+        _enqueue(message)
 
 
 def generations_reap_namesake(
@@ -466,13 +548,28 @@ def conversation_rename(*, conversation: Conversation, title: str) -> None:
     )
 
 
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> None:
+    """Pin a conversation to the top of the sidebar, or unpin it. Its updated_at stays: an
+    unpinned conversation goes back to its place among the others."""
+    conversation.pinned = pinned
+    conversation.save(update_fields=["pinned"])
+
+
 def conversation_delete(*, conversation: Conversation) -> None:
     """Delete a conversation; its answers still waiting or running are stopped first."""
     for message in conversation.messages.filter(
         state__in=(Message.State.QUEUED, Message.State.RUNNING)
     ):
         message_abort(user=conversation.owner, message_id=message.id)
+    frame = {"type": "conversation_deleted", "conversation": str(conversation.id)}
+    group = user_group(conversation.owner_id)
     conversation.delete()
+    # Every page of the user drops it from its sidebar; one showing it leaves its address.
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(
+            group, {"type": "chat.conversation", "frame": frame}
+        )
+    )
 
 
 IMPORT_ROLES = {"system", "user", "assistant", "tool"}
@@ -507,6 +604,46 @@ def _imported_tool_calls(calls: Any) -> list[dict[str, Any]]:
     return kept
 
 
+def _imported_title(*, user: User, title: str) -> str:
+    """The export's title, marked "(imported)" (and numbered) when the user already has a
+    conversation of that name, so the copy can be told from the original in the sidebar."""
+    title = title[:200]
+    taken = set(
+        Conversation.objects.filter(owner=user, title__startswith=title[:180]).values_list(
+            "title", flat=True
+        )
+    )
+    if title not in taken:
+        return title
+    for number in range(1, 1000):
+        suffix = " (imported)" if number == 1 else f" (imported {number})"
+        candidate = title[: 200 - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+    return title
+
+
+def _imported_settings(*, user: User, values: Any) -> dict[str, Any]:
+    """The export's settings (system prompt, sampling, JSON mode...), each one checked as
+    generation options are; one this server refuses (an option it does not know, a value out
+    of its range) is left out rather than refusing the whole conversation."""
+    if not isinstance(values, dict):
+        return {}
+    kept = {}
+    for key, value in values.items():
+        try:
+            options_parse({key: value}, max_priority=max_priority_for(user))
+        except InvalidOptions:
+            continue
+        if value is not None:
+            kept[key] = value
+    return kept
+
+
+def _imported_text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 @transaction.atomic
 def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
     """A new conversation from a JSON export (docs/api.md), its branches kept."""
@@ -516,19 +653,30 @@ def conversation_import(*, user: User, data: dict[str, Any]) -> Conversation:
             "invalid_import",
             f"An export has a 'messages' list of 1 to {MAX_IMPORT_MESSAGES} messages.",
         )
-    title = data.get("title") if isinstance(data.get("title"), str) else ""
-    conversation = Conversation.objects.create(owner=user, title=(title or "Imported")[:200])
+    title = data.get("title")
+    title = title if isinstance(title, str) else ""
+    conversation = Conversation.objects.create(
+        owner=user,
+        title=_imported_title(user=user, title=title.strip() or "Imported"),
+        settings=_imported_settings(user=user, values=data.get("settings")),
+    )
+    # A file written by hand or by another tool often has no `parent` at all: its messages are
+    # one thread in order. (Made roots, each would be a version of the first prompt.)
+    linear = not any(isinstance(item, dict) and "parent" in item for item in messages)
     created: dict[str, Message] = {}
+    previous: Message | None = None
     for index, item in enumerate(messages, start=1):
         if not isinstance(item, dict) or item.get("role") not in IMPORT_ROLES:
             raise ChatError("invalid_import", f"Message {index} has no valid role.")
         if not isinstance(item.get("content"), str):
             raise ChatError("invalid_import", f"Message {index} has no text content.")
-        created[str(item.get("id") or index)] = Message.objects.create(
+        previous = created[str(item.get("id") or index)] = Message.objects.create(
             conversation=conversation,
-            parent=created.get(str(item.get("parent"))),
+            parent=previous if linear else created.get(str(item.get("parent"))),
             role=item["role"],
             content=item["content"],
+            reasoning=_imported_text(item.get("reasoning")),
+            note=_imported_text(item.get("note"))[:300],
             state=_imported_state(item.get("state")),
             finish_reason=str(item.get("finish_reason") or "")[:20],
             model_name=str(item.get("model") or "")[:200],
@@ -564,3 +712,45 @@ def preset_save(*, user: User, name: str, text: str) -> SystemPromptPreset:
         owner=user, name=name, defaults={"text": text}
     )
     return preset
+
+
+@transaction.atomic
+def preset_default_set(*, user: User, preset_id: int, default: bool) -> SystemPromptPreset:
+    """Make one of the user's presets the one new chats start with (the others stop being it),
+    or stop it being the default."""
+    preset = SystemPromptPreset.objects.select_for_update().filter(owner=user, pk=preset_id).first()
+    if preset is None:
+        raise ChatError("not_found", "That preset does not exist or is not yours.")
+    if default:
+        SystemPromptPreset.objects.filter(owner=user, is_default=True).exclude(pk=preset.pk).update(
+            is_default=False
+        )
+    preset.is_default = default
+    preset.save(update_fields=["is_default"])
+    return preset
+
+
+@transaction.atomic
+def conversation_share(
+    *, conversation: Conversation, everyone: bool, usernames: list[str]
+) -> ConversationShare:
+    """Share a conversation read-only, with everyone logged in or with the named users; sharing
+    again changes who sees it and keeps the link."""
+    users = list(User.objects.filter(username__in=usernames, is_active=True))
+    missing = sorted(set(usernames) - {u.username for u in users})
+    if missing:
+        raise ChatError("invalid_share", f"There is no user named {', '.join(missing)}.")
+    if not everyone and not users:
+        raise ChatError("invalid_share", "Share with everyone logged in, or name someone.")
+    share, _ = ConversationShare.objects.get_or_create(
+        conversation=conversation, defaults={"token": secrets.token_urlsafe(32)}
+    )
+    share.everyone = everyone
+    share.save(update_fields=["everyone"])
+    share.users.set(users)
+    return share
+
+
+def conversation_unshare(*, conversation: Conversation) -> None:
+    """Revoke the conversation's link: whoever has it gets a 404 from now on."""
+    ConversationShare.objects.filter(conversation=conversation).delete()

@@ -14,7 +14,9 @@ means the same text; the abort watcher listens again. Followers catch up from th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -46,6 +48,26 @@ class ChunkFrame(TypedDict):
     message: str
     seq: int
     text: str
+    channel: str  # "content", or "reasoning": a thinking model's thoughts
+
+
+# A reasoning chunk is logged behind this mark (a content chunk that starts with it, too), so
+# that the log stays plain text for the answers of models that do not think.
+CHANNEL_MARK = "\x00"
+
+
+def chunk_log_entry(text: str, channel: str) -> str:
+    if channel == "content" and not text.startswith(CHANNEL_MARK):
+        return text
+    return f"{CHANNEL_MARK}{channel}{CHANNEL_MARK}{text}"
+
+
+def chunk_log_parse(entry: str) -> tuple[str, str]:
+    """(channel, text) of a logged chunk."""
+    if not entry.startswith(CHANNEL_MARK):
+        return "content", entry
+    channel, _, text = entry[1:].partition(CHANNEL_MARK)
+    return channel, text
 
 
 def message_group(message_id: uuid.UUID | str) -> str:
@@ -64,14 +86,19 @@ def abort_key(message_id: uuid.UUID | str) -> str:
     return f"wiz:abort:{uuid.UUID(str(message_id)).hex}"
 
 
+ABORT_CHANNEL_PREFIX = "wiz:abort-now:"
+
+
 def abort_channel(message_id: uuid.UUID | str) -> str:
-    return f"wiz:abort-now:{uuid.UUID(str(message_id)).hex}"
+    return ABORT_CHANNEL_PREFIX + uuid.UUID(str(message_id)).hex
 
 
-def chunk_log_read(connection: redis.Redis, message_id: uuid.UUID | str, after: int) -> list[str]:
-    """The chunks with seq > after, in order (the first has seq after + 1)."""
+def chunk_log_read(
+    connection: redis.Redis, message_id: uuid.UUID | str, after: int
+) -> list[tuple[str, str]]:
+    """The chunks with seq > after, in order (the first has seq after + 1), as (channel, text)."""
     raw: list[bytes] = connection.lrange(chunk_log_key(message_id), after, -1)  # type: ignore[assignment]
-    return [item.decode("utf-8") for item in raw]
+    return [chunk_log_parse(item.decode("utf-8")) for item in raw]
 
 
 def message_backlog(
@@ -90,21 +117,93 @@ def message_backlog(
     message = Message.objects.filter(pk=message_id).first()
     if message is None:
         return []
-    if not chunks and message.is_finished and after == 0 and message.content:
+    if not chunks and message.is_finished and after == 0:
         # The log has expired: the saved answer stands in for its chunks.
-        chunks = [message.content]
+        chunks = [
+            (channel, text)
+            for channel, text in (("reasoning", message.reasoning), ("content", message.content))
+            if text
+        ]
     frames: list[dict[str, Any]] = [
-        {"type": "chunk", "message": message_id, "seq": seq, "text": text}
-        for seq, text in enumerate(chunks, start=after + 1)
+        {"type": "chunk", "message": message_id, "seq": seq, "text": text, "channel": channel}
+        for seq, (channel, text) in enumerate(chunks, start=after + 1)
     ]
     if message.is_finished:
         frames.append(message.done_frame())
     return frames
 
 
+class _AbortListener:
+    """One thread and one Redis subscription (a pattern over every abort channel) per process,
+    for all the answers it writes: a thread and a connection per answer, each waking five
+    times a second, cost CPU that llama.cpp wants on a small box."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watching: dict[str, Callable[[], None]] = {}  # message hex -> on_abort
+        self._pid = 0
+
+    def add(
+        self, connection: redis.Redis, message_id: uuid.UUID | str, on_abort: Callable[[], None]
+    ) -> None:
+        key = uuid.UUID(str(message_id)).hex
+        with self._lock:
+            self._watching[key] = on_abort
+            if self._pid != os.getpid():  # first use, or a forked child: no thread here yet
+                self._pid = os.getpid()
+                threading.Thread(
+                    target=self._run, args=(connection,), name="abort-listener", daemon=True
+                ).start()
+        try:
+            # Asked before we listened: the key says so.
+            if connection.exists(abort_key(key)):
+                self._fire(key)
+        except redis.RedisError:
+            pass  # the listener checks every key again once Redis is back
+
+    def discard(self, message_id: uuid.UUID | str) -> None:
+        with self._lock:
+            self._watching.pop(uuid.UUID(str(message_id)).hex, None)
+
+    def _fire(self, key: str) -> None:
+        with self._lock:
+            on_abort = self._watching.get(key)
+        if on_abort is not None:
+            on_abort()
+
+    def _run(self, connection: redis.Redis) -> None:
+        while True:
+            pubsub = connection.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.psubscribe(ABORT_CHANNEL_PREFIX + "*")
+                # Aborts asked while we were not listening (a Redis restart) left their keys.
+                with self._lock:
+                    keys = list(self._watching)
+                for key in keys:
+                    if connection.exists(abort_key(key)):
+                        self._fire(key)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "pmessage":
+                        channel = message["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        self._fire(channel.removeprefix(ABORT_CHANNEL_PREFIX))
+            except redis.RedisError:
+                # Redis is away (restarting): listen again once it is back.
+                log.warning("Lost Redis while listening for aborts; listening again")
+                time.sleep(1.0)
+            finally:
+                with contextlib.suppress(redis.RedisError):
+                    pubsub.close()
+
+
+_abort_listener = _AbortListener()
+
+
 class AbortWatcher:
-    """Calls `on_abort` as soon as someone asks to stop the message: a side thread listens on the
-    message's abort channel, so a generation stops within a token, not at its next chunk."""
+    """Calls `on_abort` as soon as someone asks to stop the message, from the process's abort
+    listener thread, so a generation stops within a token, not at its next chunk."""
 
     def __init__(
         self, *, connection: redis.Redis, message_id: uuid.UUID | str, on_abort: Callable[[], None]
@@ -112,42 +211,13 @@ class AbortWatcher:
         self.connection = connection
         self.message_id = message_id
         self.on_abort = on_abort
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="abort-watcher", daemon=True)
 
     def __enter__(self) -> AbortWatcher:
-        self._thread.start()
+        _abort_listener.add(self.connection, self.message_id, self.on_abort)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._listen():
-                    self.on_abort()
-                return
-            except redis.RedisError:
-                # Redis is away (restarting): listen again once it is back.
-                log.warning("Lost Redis while listening for an abort of %s", self.message_id)
-                self._stop.wait(1.0)
-
-    def _listen(self) -> bool:
-        """Whether an abort was asked (False: the generation ended first)."""
-        pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(abort_channel(self.message_id))
-            # Asked before we listened: the key says so.
-            if self.connection.exists(abort_key(self.message_id)):
-                return True
-            while not self._stop.is_set():
-                if pubsub.get_message(timeout=0.2) is not None:
-                    return True
-            return False
-        finally:
-            pubsub.close()
+        _abort_listener.discard(self.message_id)
 
 
 class MessageStream:
@@ -160,7 +230,7 @@ class MessageStream:
         self.group = message_group(message_id)
         self.log_key = chunk_log_key(message_id)
         _streaming.add(self)
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[str, str]] = []  # (channel, text) not yet sent
         self._logged: list[str] = []  # what the log holds, chunk by chunk
         self._redis_away = False
         # The first text goes out at once: time to first token is what people notice.
@@ -181,30 +251,39 @@ class MessageStream:
         factor = min(MAX_INTERVAL_FACTOR, max(1.0, len(_streaming) / STREAMS_PER_INTERVAL))
         return float(settings.WIZ_CHUNK_INTERVAL * factor)
 
-    def text(self, text: str) -> None:
-        self._buffer.append(text)
+    def text(self, text: str, channel: str = "content") -> None:
+        if self._buffer and self._buffer[-1][0] == channel:
+            self._buffer[-1] = (channel, self._buffer[-1][1] + text)
+        else:
+            self._buffer.append((channel, text))
         if time.monotonic() - self._last_flush >= self.interval:
             self.flush()
 
     def flush(self) -> None:
-        """Send what is buffered as one chunk."""
+        """Send what is buffered: one chunk per channel, in order (usually just one)."""
         self._last_flush = time.monotonic()
-        if not self._buffer:
-            return
-        text = "".join(self._buffer)
-        try:
-            seq = self._append(text)
-        except redis.RedisError:
-            # Redis is away (restarting, most likely). The text stays buffered for the next
-            # flush; the answer itself goes on, and its row gets the whole text at the end.
-            if not self._redis_away:
-                log.warning("Lost Redis while streaming %s; keeping its text", self.message_id)
-            self._redis_away = True
-            return
-        self._redis_away = False
-        self._buffer.clear()
-        chunk: ChunkFrame = {"type": "chunk", "message": self.message_id, "seq": seq, "text": text}
-        self.frame(dict(chunk))
+        while self._buffer:
+            channel, text = self._buffer[0]
+            try:
+                seq = self._append(chunk_log_entry(text, channel))
+            except redis.RedisError:
+                # Redis is away (restarting, most likely). The text stays buffered for the
+                # next flush; the answer itself goes on, and its row gets the whole text at
+                # the end.
+                if not self._redis_away:
+                    log.warning("Lost Redis while streaming %s; keeping its text", self.message_id)
+                self._redis_away = True
+                return
+            self._redis_away = False
+            self._buffer.pop(0)
+            chunk: ChunkFrame = {
+                "type": "chunk",
+                "message": self.message_id,
+                "seq": seq,
+                "text": text,
+                "channel": channel,
+            }
+            self.frame(dict(chunk))
 
     def _append(self, text: str) -> int:
         pipe = self.connection.pipeline(transaction=False)

@@ -18,6 +18,12 @@ urlpatterns = [
         api.conversation_download,
         name="api-conversation-export",
     ),
+    path(
+        "api/conversations/<uuid:conversation_id>/share",
+        api.conversation_share,
+        name="api-conversation-share",
+    ),
+    path("s/<str:token>/", views.shared_page, name="shared"),
     path("api/presets/", api.preset_list, name="api-presets"),
     path("api/presets/<int:preset_id>/", api.preset_detail, name="api-preset"),
     path("v1/models", openai_api.models, name="openai-models"),

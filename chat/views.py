@@ -6,14 +6,14 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat import selectors
-from chat.models import SystemPromptPreset
+from chat.models import ConversationShare, SystemPromptPreset
 from inference.sampling import Sampling
+from models_admin.access import models_usable_by
 from models_admin.loading import load_options_for
-from models_admin.models import LocalModel
 
 
 def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) -> HttpResponse:
@@ -28,7 +28,14 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
         ]
     # One row more than a page says whether the sidebar has more to load, without a COUNT.
     conversations = list(selectors.conversation_list(user=user)[: selectors.SIDEBAR_PAGE + 1])
-    models = LocalModel.objects.filter(state=LocalModel.State.READY)
+    models = models_usable_by(user)
+    presets = list(SystemPromptPreset.objects.filter(owner=user))
+    if conversation:
+        chat_settings = conversation.settings
+    else:
+        # A new chat starts with the user's default preset, if they chose one.
+        default = next((p for p in presets if p.is_default), None)
+        chat_settings = {"system_prompt": default.text} if default else {}
     return render(
         request,
         "chat/chat.html",
@@ -41,9 +48,9 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
                 "conversation": str(conversation.id) if conversation else None,
                 "messages": messages,
                 "models": [m.as_option(context_window=load_options_for(m).n_ctx) for m in models],
-                "settings": conversation.settings if conversation else {},
+                "settings": chat_settings,
                 "default_max_tokens": settings.WIZ_DEFAULT_MAX_TOKENS,
-                "presets": [p.as_json() for p in SystemPromptPreset.objects.filter(owner=user)],
+                "presets": [p.as_json() for p in presets],
                 # What an empty field of the settings panel means, and the largest max_tokens.
                 "defaults": {
                     "temperature": Sampling.temperature,
@@ -53,5 +60,23 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
                 },
                 "limits": {"max_tokens": settings.WIZ_MAX_CONTEXT},
             },
+        },
+    )
+
+
+def shared_page(request: HttpRequest, token: str) -> HttpResponse:
+    """A shared conversation, read-only: its newest branch, for whom its owner shared it with.
+    Anyone else, and everyone once the link is revoked, gets the 404 an unknown link gets."""
+    share = (
+        ConversationShare.objects.select_related("conversation__owner").filter(token=token).first()
+    )
+    if share is None or not share.visible_to(request.user):
+        raise Http404("No such shared conversation.")
+    return render(
+        request,
+        "chat/shared.html",
+        {
+            "conversation": share.conversation,
+            "messages": selectors.conversation_branch(conversation=share.conversation),
         },
     )

@@ -5,7 +5,8 @@
 within a decode step. Many threads may submit at once: each generation's prompt is formatted,
 trimmed and tokenized in the caller's thread, its tokens are decoded by the model's
 `Scheduler` together with every other running answer, and its text is assembled back in the
-caller's thread (`inference.text`). Nothing here knows about chats, users or Django: a
+caller's thread (`inference.text`), split into reasoning and content for a model whose
+template thinks (`inference.reasoning`). Nothing here knows about chats, users or Django: a
 request is messages (or a raw prompt) and sampling settings; the caller says its tier and its
 owner, and may tag it to abort it later by tag (`generations_abort`).
 """
@@ -24,6 +25,7 @@ from llama_cpp._internals import LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from inference.prefix_cache import PrefixCache
+from inference.reasoning import ReasoningSplitter, template_reasoning
 from inference.requests import (
     FALLBACK_CHAT_TEMPLATE,
     Event,
@@ -32,10 +34,12 @@ from inference.requests import (
     GenerationRequest,
     GrammarRefused,
     PromptTooLong,
+    ReasoningRefused,
     TextDelta,
     Trimmed,
 )
-from inference.scheduler import Scheduler, SchedulerClosed, Sequence
+from inference.sampling import Sampling
+from inference.scheduler import Scheduler, SchedulerClosed, Sequence, ThinkingBudget
 from inference.text import TextAssembler
 
 
@@ -155,6 +159,7 @@ class BatchedEngine:
             eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
         )
+        self.thinking = template_reasoning(chat_template or FALLBACK_CHAT_TEMPLATE)
         self._running: set[BatchedGeneration] = set()
         self._running_lock = threading.Lock()
 
@@ -182,17 +187,87 @@ class BatchedEngine:
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The tokens the model will read for this request, response prefix included."""
         if request.messages is not None:
-            return self._chat_tokens(request.messages, request.sampling.response_prefix)
+            return self._chat_tokens(request.messages, request.sampling)
         tokens = self.tokenize(request.prompt or "", add_bos=True)
-        return tokens + self._prefix_tokens(request.sampling.response_prefix)
+        return tokens + self._prefix_tokens(request.sampling)
 
-    def _prefix_tokens(self, prefix: str) -> list[int]:
+    def response_prefix(self, sampling: Sampling) -> str:
+        """The forced start of the answer: the request's own, after an empty thinking block
+        when thinking is switched off on a template that has no switch of its own (the
+        documented fallback, what llama-server does too)."""
+        markers = self.thinking.markers
+        if sampling.reasoning is not False or markers is None:
+            return sampling.response_prefix
+        if self.thinking.switch == "enable_thinking":
+            return sampling.response_prefix
+        if self.thinking.opens_block:
+            return f"{markers.close}\n\n{sampling.response_prefix}"
+        return f"{markers.open}\n\n{markers.close}\n\n{sampling.response_prefix}"
+
+    def reasoning_check(self, request: GenerationRequest) -> None:
+        """Refuse reasoning options this model (or this request) cannot honour."""
+        sampling = request.sampling
+        # Off is honoured by every model and request: there is nothing to switch off.
+        if not sampling.reasoning and sampling.reasoning_budget is None:
+            return
+        if not self.thinking.thinks:
+            raise ReasoningRefused(
+                "This model does not think (its chat template has no thinking markers); "
+                "leave out reasoning_budget and turn reasoning off, or pick a thinking model."
+            )
+        if request.messages is None:
+            raise ReasoningRefused(
+                "Reasoning options apply to chats, not to a raw prompt; leave them out."
+            )
+        if sampling.reasoning_budget is not None and sampling.grammar:
+            raise ReasoningRefused(
+                "A reasoning budget cannot be combined with a grammar, JSON mode or tools; "
+                "leave out one of them."
+            )
+
+    def _prefix_tokens(self, sampling: Sampling) -> list[int]:
+        prefix = self.response_prefix(sampling)
         return self.tokenize(prefix, add_bos=False) if prefix else []
 
-    def _chat_tokens(self, messages: list[dict[str, str]], prefix: str) -> list[int]:
-        formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
-        tokens = self.tokenize(formatted.prompt, add_bos=not formatted.added_special, special=True)
-        return tokens + self._prefix_tokens(prefix)
+    def _chat_prompt(self, messages: list[dict[str, str]], sampling: Sampling) -> tuple[str, bool]:
+        options = {}
+        if sampling.reasoning is not None and self.thinking.switch == "enable_thinking":
+            options["enable_thinking"] = sampling.reasoning
+        if not self.thinking.keeps_reasoning:
+            messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+        formatted = self._formatter(messages=messages, **options)  # type: ignore[arg-type]
+        return formatted.prompt, formatted.added_special
+
+    def _chat_tokens(self, messages: list[dict[str, str]], sampling: Sampling) -> list[int]:
+        prompt, added_special = self._chat_prompt(messages, sampling)
+        tokens = self.tokenize(prompt, add_bos=not added_special, special=True)
+        return tokens + self._prefix_tokens(sampling)
+
+    def thinking_budget(
+        self, budget: int, splitter: ReasoningSplitter, prefix: str
+    ) -> ThinkingBudget:
+        """The budget's watch in the decode loop; the block is open from the start when the
+        prompt opened it or the response prefix does."""
+        markers = splitter.markers
+        opened = ReasoningSplitter(markers, thinking=splitter.thinking)
+        opened.feed(prefix)
+        return ThinkingBudget(
+            budget=budget,
+            open_text=markers.open.encode(),
+            close_text=markers.close.encode(),
+            close_tokens=self.tokenize(f"\n{markers.close}\n\n", add_bos=False, special=True),
+            piece=lambda token: self.model.token_to_piece(token, special=True),
+            thinking=opened.thinking or bool(opened.closed),
+            done=bool(opened.closed),
+        )
+
+    def splitter(self, request: GenerationRequest) -> ReasoningSplitter | None:
+        """The splitter for this request's answer, or None when its text is all content."""
+        markers = self.thinking.markers
+        if markers is None or request.messages is None:
+            return None
+        prompt, _ = self._chat_prompt(request.messages, request.sampling)
+        return ReasoningSplitter(markers, thinking=prompt.rstrip().endswith(markers.open))
 
     def fit(
         self, request: GenerationRequest, *, aborted: Callable[[], bool] = lambda: False
@@ -220,7 +295,7 @@ class BatchedEngine:
         def tokens_without(dropped: int) -> list[int]:
             if aborted():
                 raise GenerationAborted
-            return self._chat_tokens(system + turns[dropped:], sampling.response_prefix)
+            return self._chat_tokens(system + turns[dropped:], sampling)
 
         # Leaving out `fits` turns is enough, leaving out `short` is not.
         short, fits = 0, len(turns) - 1
@@ -317,6 +392,8 @@ class BatchedGeneration:
             return
         if sampling.grammar:
             engine.grammar_check(sampling.grammar)
+        engine.reasoning_check(self.request)
+        splitter = engine.splitter(self.request)
         sequence = Sequence(
             tokens,
             replace(sampling, seed=seed),
@@ -324,15 +401,22 @@ class BatchedGeneration:
             owner=self.owner,
             max_tokens=min(sampling.max_tokens, engine.n_ctx - len(tokens)),
         )
+        if splitter is not None and sampling.reasoning_budget is not None:
+            sequence.thinking_budget = engine.thinking_budget(
+                sampling.reasoning_budget, splitter, engine.response_prefix(sampling)
+            )
+            if sequence.thinking_budget.thinking and sampling.reasoning_budget == 0:
+                sequence.thinking_budget.done = True
+                sequence.force(sequence.thinking_budget.close_tokens)
         self._sequence = sequence
         if self._abort.is_set():
             yield replace(nothing, prompt_tokens=len(tokens))
             return
         engine.scheduler.submit(sequence)
 
-        assembler = TextAssembler(stops=sampling.stop, prefix=sampling.response_prefix)
-        if shown := assembler.start():
-            yield TextDelta(shown)
+        assembler = TextAssembler(stops=sampling.stop, prefix=engine.response_prefix(sampling))
+        thoughts = _Thoughts(splitter)
+        yield from thoughts.deltas(assembler.start())
         completion_tokens = 0
         first_token_at: float | None = None
         for token in sequence.tokens():
@@ -342,16 +426,16 @@ class BatchedGeneration:
                 continue  # the rest of a step already decoded after the stop string
             completion_tokens += 1
             throughput.add()
-            if shown := assembler.feed(engine.model.detokenize([token])):
-                yield TextDelta(shown)
+            yield from thoughts.deltas(assembler.feed(engine.model.detokenize([token])))
+            thoughts.count_token()
             if assembler.stopped:
                 sequence.abort()
         end = sequence.end
         assert end is not None
         if end.reason == "error":
             raise SchedulerClosed(end.error)
-        if shown := assembler.finish():
-            yield TextDelta(shown)
+        yield from thoughts.deltas(assembler.finish())
+        yield from thoughts.finish()
         if assembler.stopped:
             reason = "stop"
         elif end.reason == "aborted":
@@ -361,7 +445,7 @@ class BatchedGeneration:
         ended = time.perf_counter()
         first = first_token_at or ended
         yield Finished(
-            content=assembler.text,
+            content=splitter.content if splitter else assembler.text,
             finish_reason=reason,
             prompt_tokens=len(tokens),
             completion_tokens=completion_tokens,
@@ -371,4 +455,49 @@ class BatchedGeneration:
             cached_tokens=sequence.cached_tokens,
             trimmed=trimmed,
             preemptions=sequence.preemptions,
+            reasoning=splitter.reasoning if splitter else "",
+            reasoning_tokens=thoughts.tokens,
+            reasoning_ms=((thoughts.closed_at or first) - first) * 1000 if thoughts.tokens else 0.0,
+            note=splitter.note if splitter else "",
         )
+
+
+class _Thoughts:
+    """A generation's text through its reasoning splitter (when its model thinks): the
+    deltas by channel and the tokens and time spent thinking. (The budget is kept in the
+    decode loop: `inference.scheduler.ThinkingBudget`.)"""
+
+    def __init__(self, splitter: ReasoningSplitter | None) -> None:
+        self.splitter = splitter
+        self.tokens = 0
+        self.closed_at: float | None = None
+        self._was_closed = False
+
+    def deltas(self, text: str) -> Iterator[TextDelta]:
+        if not text:
+            return
+        if self.splitter is None:
+            yield TextDelta(text)
+            return
+        for piece in self.splitter.feed(text):
+            yield TextDelta(piece.text, piece.channel)
+
+    def count_token(self) -> None:
+        """After each token: count it if it was thinking."""
+        splitter = self.splitter
+        if splitter is None:
+            return
+        just_closed = splitter.closed and not self._was_closed
+        self._was_closed = splitter.closed
+        if splitter.thinking or just_closed:
+            self.tokens += 1
+        if just_closed:
+            self.closed_at = time.perf_counter()
+
+    def finish(self) -> Iterator[TextDelta]:
+        if self.splitter is None:
+            return
+        for piece in self.splitter.finish():
+            yield TextDelta(piece.text, piece.channel)
+        if self.splitter.note:
+            self.tokens = 0  # an unclosed block is the answer, not thinking

@@ -26,6 +26,10 @@ class GrammarRefused(ValueError):
     """llama.cpp refused a grammar for this model (a token literal it does not have)."""
 
 
+class ReasoningRefused(ValueError):
+    """The model cannot honour a reasoning option (it does not think, or cannot be switched)."""
+
+
 class PromptTooLong(Exception):
     """The prompt leaves no room for an answer in the model's context window."""
 
@@ -59,6 +63,7 @@ class Trimmed:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    channel: str = "content"  # or "reasoning": a thinking model's thoughts
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class Finished:
     cached_tokens: int = 0  # leading prompt tokens whose cache was reused
     trimmed: Trimmed | None = None
     preemptions: int = 0  # times it was paused for a more urgent answer
+    reasoning: str = ""  # a thinking model's thoughts, apart from `content`
+    reasoning_tokens: int = 0  # of `completion_tokens`, those spent thinking
+    reasoning_ms: float = 0.0  # from the first token to the end of the thinking
+    note: str = ""  # something the reader should know, e.g. a thinking block never closed
 
     @property
     def tokens_per_s(self) -> float:

@@ -21,3 +21,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     grammar: str | None = None
     response_prefix: str = ""
+    # Thinking models: None leaves thinking as the model's template has it; a budget in
+    # tokens closes the thinking once spent and makes the answer start.
+    reasoning: bool | None = None
+    reasoning_budget: int | None = None

@@ -16,8 +16,9 @@ running answer in one batch. What it overrides and why:
 - `register_birth` first deals with a dead worker of the same name (supervisord restarts a
   crashed `inference-1` as `inference-1`): it clears rq's record of it and has the app fail at
   once the answers it was writing;
-- a side thread (`_beat`) publishes the worker's presence every second (models, slots, the
-  answers being written, tokens/s, memory, queue depths, this process's run), keeps rq's
+- a side thread (`_beat`) publishes the worker's presence every second and as soon as a job
+  starts or ends (models, slots, the answers being written, tokens/s, memory, queue depths,
+  this process's run), keeps rq's
   worker, job and execution heartbeats alive (rq's SimpleWorker sends none while a job runs),
   and registers the worker with rq again when a restarted Redis has forgotten it;
 - another (`_reap`) has the app mend what dead workers left behind every two seconds. It is
@@ -73,6 +74,9 @@ REAP_EVERY = 2.0
 RQ_HEARTBEAT_EVERY = 10.0
 # How often a worker with every slot busy looks for a job that may pause one.
 FULL_POLL = 0.1
+# rq's worker heartbeat from the loop that takes jobs (it runs 10 times a second while every
+# slot is busy); the worker's key lives for minutes, so every few seconds is plenty.
+LOOP_HEARTBEAT_EVERY = 5.0
 CONTROL_PREFIX = "control."
 
 
@@ -101,6 +105,8 @@ class InferenceWorker(SimpleWorker):
         self._running: dict[str, _Running] = {}
         self._room = threading.Condition()
         self._stop_beating = threading.Event()
+        self._changed = threading.Event()  # wakes the presence thread: a job started or ended
+        self._last_rq_heartbeat = 0.0
         self._side_threads: list[threading.Thread] = []
         self._cold = False
 
@@ -146,6 +152,7 @@ class InferenceWorker(SimpleWorker):
     def register_death(self) -> None:
         self._wait_for_answers()
         self._stop_beating.set()
+        self._changed.set()
         for thread in self._side_threads:
             thread.join(timeout=5)
         worker_state_remove(self.connection, self.name)
@@ -231,9 +238,18 @@ class InferenceWorker(SimpleWorker):
             state = WorkerStatus.BUSY
         super().set_state(state, pipeline=pipeline)
 
+    def _publish_soon(self) -> None:
+        """Have the presence thread publish now, off the thread that takes jobs: a burst of
+        prompts is taken without a presence write per job, and gets one or two of them."""
+        self._changed.set()
+
     def _beat(self) -> None:
         last_rq_beat = 0.0
-        while not self._stop_beating.wait(PRESENCE_INTERVAL):
+        while not self._stop_beating.is_set():
+            self._changed.wait(PRESENCE_INTERVAL)
+            self._changed.clear()
+            if self._stop_beating.is_set():
+                return
             try:
                 self._publish()
                 if rq_registration_renew(self):
@@ -306,6 +322,8 @@ class InferenceWorker(SimpleWorker):
         with self._room:
             holding = Counter(r.owner for r in self._generations())
         share = self._share()
+        if not holding or max(holding.values()) < share:
+            return None  # the head of any queue is fair: nothing to read
         for queue in queues:
             if self._tier(queue) < 0:
                 if queue.count:
@@ -340,7 +358,9 @@ class InferenceWorker(SimpleWorker):
             if self._stop_requested:
                 raise StopRequested()
             try:
-                self.heartbeat()
+                if time.monotonic() - self._last_rq_heartbeat >= LOOP_HEARTBEAT_EVERY:
+                    self.heartbeat()
+                    self._last_rq_heartbeat = time.monotonic()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 queues = self._open_queues()
@@ -388,7 +408,7 @@ class InferenceWorker(SimpleWorker):
             target=self._run_job, args=(entry, queue), name=f"job-{job.id[:8]}", daemon=True
         )
         entry.thread.start()
-        self._publish()
+        self._publish_soon()
 
     def _run_job(self, entry: _Running, queue: Queue) -> None:
         job = entry.job
@@ -404,10 +424,7 @@ class InferenceWorker(SimpleWorker):
                 self._running.pop(job.id, None)
                 self._room.notify_all()
             self.set_state(WorkerStatus.IDLE)
-            try:
-                self._publish()
-            except Exception:  # the presence thread publishes again within a second
-                self.log.warning("Worker %s: presence update failed", self.name, exc_info=True)
+            self._publish_soon()
 
     def handle_payload(self, message: Any) -> None:
         # rq's stop-job command (django-rq's stop button) asks for one job of this worker:

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from django.conf import settings
 from huggingface_hub import HfApi, RepoFile, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -34,6 +40,53 @@ QUANT_PATTERN = re.compile(
 
 class HubError(Exception):
     """A refusal or failure from the Hub, as a sentence for the admin."""
+
+
+# A person waits for a search or a repo's files. With no internet, resolving the Hub's name
+# alone took 24-27 s (the resolver's and huggingface_hub's retries), and a half-open link can
+# hang for good (huggingface_hub sets no timeout on these calls), so they run in a thread and
+# are given up after HUB_DEADLINE_S: the page answers at once that the box seems offline. The
+# thread is a daemon, so an abandoned call never holds up the process's exit.
+HUB_DEADLINE_S = 6.0
+T = TypeVar("T")
+
+
+def _offline() -> HubError:
+    return HubError(
+        f"The Hub ({hub_endpoint()}) cannot be reached: this box seems to be offline. To add a "
+        f"model without internet, copy its GGUF file into the models folder ({settings.MODELS_DIR})"
+        " and press Scan models dir."
+    )
+
+
+def _within_deadline(call: Callable[[], T]) -> T:
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(call())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name="hub-call", daemon=True).start()
+    try:
+        return outcome.result(timeout=HUB_DEADLINE_S)
+    except FutureTimeout:
+        raise _offline() from None
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether exc (or what caused it) is a failure to reach the Hub at all: no name
+    resolution, no route, a refused or timed-out connection (httpx's and requests' errors
+    included, whichever huggingface_hub uses)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (socket.gaierror, ConnectionError, TimeoutError)):
+            return True
+        if type(seen).__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def hub_endpoint() -> str:
@@ -104,6 +157,8 @@ def _explain(exc: Exception, *, repo_id: str, filename: str = "", revision: str 
         return HubError(f"{repo_id} has no file {filename!r}.")
     if isinstance(exc, HFValidationError):
         return HubError(f"{repo_id!r} is not a valid repo name: {exc}")
+    if _is_unreachable(exc):
+        return _offline()
     return HubError(f"The Hub could not be reached ({type(exc).__name__}: {exc}); try again.")
 
 
@@ -113,6 +168,10 @@ def _gated(value: Any) -> bool:
 
 def hub_search(*, query: str, limit: int = 30) -> list[HubModel]:
     """Model repos with GGUF files whose name matches `query`, most downloaded first."""
+    return _within_deadline(lambda: _hub_search(query=query, limit=limit))
+
+
+def _hub_search(*, query: str, limit: int) -> list[HubModel]:
     try:
         found = hub_api().list_models(
             search=query or None, filter="gguf", sort="downloads", limit=limit
@@ -133,6 +192,10 @@ def hub_search(*, query: str, limit: int = 30) -> list[HubModel]:
 
 def hub_repo(*, repo_id: str, revision: str = "main") -> HubRepo:
     """A repo at a revision: its commit, whether it is gated, and its GGUF files."""
+    return _within_deadline(lambda: _hub_repo(repo_id=repo_id, revision=revision))
+
+
+def _hub_repo(*, repo_id: str, revision: str) -> HubRepo:
     api = hub_api()
     try:
         info = api.model_info(repo_id, revision=revision)

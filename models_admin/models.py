@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from inference.reasoning import TemplateReasoning, template_reasoning
+
 
 class LocalModel(models.Model):
     class State(models.TextChoices):
@@ -29,6 +31,14 @@ class LocalModel(models.Model):
     state = models.CharField(max_length=20, choices=State.choices, default=State.READY)
     error = models.TextField(blank=True)
     is_default = models.BooleanField(default=False)
+    # None: everyone may use it; else only members of these groups (models_admin.access).
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="local_models",
+        help_text="Leave empty to open the model to everyone; otherwise only members of these "
+        "groups (and staff) see and use it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,6 +65,25 @@ class LocalModel(models.Model):
     @property
     def chat_template(self) -> str:
         return str(self.metadata.get("chat_template") or "")
+
+    @property
+    def template_abilities(self) -> TemplateReasoning:
+        """Whether it thinks, how thinking is switched, whether it calls tools natively: read
+        from its chat template, the same way the worker reads it."""
+        return template_reasoning(self.chat_template)
+
+    @property
+    def thinking_summary(self) -> str:
+        """How the model-admin page says whether and how the model thinks."""
+        found = self.template_abilities
+        if not found.thinks or found.markers is None:
+            return "no"
+        marks = f"{found.markers.open}…{found.markers.close}"
+        if found.switch == "enable_thinking":
+            return f"yes, {marks}; switched by its template (enable_thinking)"
+        if found.opens_block:
+            return f"always, {marks}; off by closing the block at once"
+        return f"yes, {marks}; off by an empty thinking block"
 
     def as_option(self, *, context_window: int) -> dict[str, Any]:
         """What the chat page's model picker (and its context meter) needs."""

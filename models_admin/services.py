@@ -147,9 +147,12 @@ class ScanReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
 
 
-def localmodel_scan() -> ScanReport:
+def localmodel_scan(*, add_only: bool = False) -> ScanReport:
     """Register the GGUF files in the models dir that have no row yet, and mark failed the rows
-    whose file is gone. Hidden folders (a fetch in progress) and partial downloads are skipped."""
+    whose file is gone. Hidden folders (a fetch in progress) and partial downloads are skipped.
+
+    `add_only` leaves the rows without a file here alone: on a worker machine, which shares the
+    database but holds other files, the server's models are not gone."""
     models_dir = Path(settings.MODELS_DIR).resolve()
     report = ScanReport()
     known = set(LocalModel.objects.values_list("file", flat=True))
@@ -163,6 +166,8 @@ def localmodel_scan() -> ScanReport:
             report.added.append(localmodel_register(path=path))
         except (NotGGUF, ValueError, OSError) as exc:
             report.unreadable.append((str(relative), str(exc)))
+    if add_only:
+        return report
     for model in LocalModel.objects.filter(state=LocalModel.State.READY):
         if not model.path.exists():
             model.state = LocalModel.State.FAILED

@@ -14,4 +14,6 @@ urlpatterns = [
         name="download-cancel",
     ),
     path("models/scan/", views.models_scan, name="models-scan"),
+    path("models/groups/", views.group_create, name="group-create"),
+    path("models/groups/<int:group_id>/", views.group_members, name="group-members"),
 ]

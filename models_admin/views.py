@@ -9,14 +9,17 @@ from typing import Any
 from urllib.parse import quote
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.messages.constants import DEFAULT_TAGS
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from inference.presence import worker_states
+from models_admin.access import GroupRefused, group_save, localmodel_set_groups
 from models_admin.fit import FileFit, disk_room_bytes, repo_fits
 from models_admin.hub import HubError, HubModel, HubRepo, hub_repo, hub_search
 from models_admin.loading import load_options_for
@@ -43,7 +46,9 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_staff:
-            return HttpResponseForbidden("The model admin is for staff only.")
+            return render(
+                request, "403.html", {"reason": "The model admin is for staff only."}, status=403
+            )
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -57,7 +62,7 @@ RECENT_DOWNLOADS = 20
 def models_page(request: HttpRequest) -> HttpResponse:
     workers = worker_states(redis_connection())
     rows = []
-    for model in LocalModel.objects.all():
+    for model in LocalModel.objects.prefetch_related("groups"):
         holders = [w.name for w in workers if model.name in w.models]
         rows.append({"model": model, "holders": holders, "load": load_options_for(model)})
     query = request.GET.get("q", "").strip()
@@ -89,6 +94,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "workers": workers,
             "load_limits": LOAD_OPTION_LIMITS,
+            "groups": Group.objects.order_by("name").prefetch_related("user_set", "local_models"),
+            "users": get_user_model().objects.filter(is_active=True).order_by("username"),
             "query": query,
             "found": found,
             "repo_id": repo_id,
@@ -205,6 +212,10 @@ def _reply(request: HttpRequest, level: int, text: str) -> HttpResponse:
     return redirect("models-admin")
 
 
+def _group_ids(request: HttpRequest) -> list[int]:
+    return [int(raw) for raw in request.POST.getlist("groups") if raw.isdigit()]
+
+
 @require_POST
 @staff_only
 def model_action(request: HttpRequest, model_id: int) -> HttpResponse:
@@ -221,9 +232,40 @@ def model_action(request: HttpRequest, model_id: int) -> HttpResponse:
         if action == "load":
             worker_model_load(worker=worker, model=model, options=_int_options(request))
             return _reply(request, messages.SUCCESS, f"Loading {model.name} on {worker}…")
+        if action == "access":
+            groups = localmodel_set_groups(model=model, group_ids=_group_ids(request))
+            names = ", ".join(g.name for g in groups)
+            opened = f"the groups {names} (and staff)" if groups else "everyone"
+            return _reply(request, messages.SUCCESS, f"{model.name} is now open to {opened}.")
         if action == "unload":
             worker_model_unload(worker=worker, model=model)
             return _reply(request, messages.SUCCESS, f"Unloading {model.name} from {worker}…")
     except (ModelInUse, WorkerControlError) as exc:
         return _reply(request, messages.ERROR, str(exc))
     return _reply(request, messages.ERROR, "Unknown action.")
+
+
+def _member_ids(request: HttpRequest) -> list[int]:
+    return [int(raw) for raw in request.POST.getlist("members") if raw.isdigit()]
+
+
+@require_POST
+@staff_only
+def group_create(request: HttpRequest) -> HttpResponse:
+    try:
+        group = group_save(name=request.POST.get("name", ""), member_ids=_member_ids(request))
+    except GroupRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Made the group {group.name}; open models to it below.")
+    return redirect(reverse("models-admin") + "#groups")
+
+
+@require_POST
+@staff_only
+def group_members(request: HttpRequest, group_id: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=group_id)
+    group_save(name=group.name, member_ids=_member_ids(request), group=group)
+    count = group.user_set.count()
+    messages.success(request, f"{group.name} now has {count} member{'s' if count != 1 else ''}.")
+    return redirect(reverse("models-admin") + "#groups")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-create static/vendor/ (the chat page's markdown renderer, sanitiser and code highlighter)
+# Re-create static/vendor/ (the chat page's markdown renderer, sanitiser and code highlighter,
+# and the usage page's charts)
 # from the npm registry, at pinned versions.
 #
 # The app never runs this: the files it writes are committed, so the pages need no build step and
@@ -19,6 +20,8 @@ DOMPURIFY_VERSION=3.4.18
 DOMPURIFY_INTEGRITY=sha512-ofe3wI/uNm68HInABYFJYqQxRw1EaKAjNdrFVKqjUY+UZurvNd2L/HuQe097s/4RivWiZyP6tT7aoT8atjfhwg==
 HIGHLIGHTJS_VERSION=11.12.0
 HIGHLIGHTJS_INTEGRITY=sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw==
+UPLOT_VERSION=1.6.32
+UPLOT_INTEGRITY=sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw==
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 vendor="$root/static/vendor"
@@ -50,6 +53,7 @@ copy() {
 fetch "marked@$MARKED_VERSION" "$MARKED_INTEGRITY" marked
 fetch "dompurify@$DOMPURIFY_VERSION" "$DOMPURIFY_INTEGRITY" dompurify
 fetch "@highlightjs/cdn-assets@$HIGHLIGHTJS_VERSION" "$HIGHLIGHTJS_INTEGRITY" highlightjs
+fetch "uplot@$UPLOT_VERSION" "$UPLOT_INTEGRITY" uplot
 
 # Start from nothing so a file dropped by an upgrade does not linger; README.md is ours.
 find "$vendor" -mindepth 1 ! -name README.md -delete 2>/dev/null || true
@@ -69,4 +73,9 @@ copy highlightjs LICENSE highlightjs/LICENSE
 copy highlightjs es/highlight.min.js highlightjs/highlight.min.js
 copy highlightjs styles/github.min.css highlightjs/styles/github.min.css
 
-echo "static/vendor/: marked $MARKED_VERSION, DOMPurify $DOMPURIFY_VERSION, highlight.js $HIGHLIGHTJS_VERSION"
+# The usage page's charts: the ES module and its stylesheet.
+copy uplot LICENSE uplot/LICENSE
+copy uplot dist/uPlot.esm.js uplot/uPlot.esm.js
+copy uplot dist/uPlot.min.css uplot/uPlot.min.css
+
+echo "static/vendor/: uPlot $UPLOT_VERSION, marked $MARKED_VERSION, DOMPurify $DOMPURIFY_VERSION, highlight.js $HIGHLIGHTJS_VERSION"

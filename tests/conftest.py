@@ -3,6 +3,7 @@ worker and a real daphne server as subprocesses sharing the test database and Re
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import connections
-from django.test import Client
+from django.test import Client, override_settings
 
 from inference.presence import worker_state_get
 from models_admin.models import LocalModel
@@ -31,23 +32,64 @@ from wizweb.redis_server import redis_connection
 
 PASSWORD = "correct horse battery staple"
 
+# Tests that use these need a worker, daphne or a browser: `make check` leaves them out.
+STACK_FIXTURES = {
+    "inference_worker",
+    "web_server",
+    "pinned_worker",
+    "serial_pinned_worker",
+    "download_worker",
+}
+FAST_TIER = os.environ.get("WIZ_TEST_TIER") == "fast"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `stack` every test that needs the model, a worker, daphne or a browser: those
+    whose module or function says so, the browser tests, and those using a fixture that starts
+    one of them. `make check` runs the rest (`-m "not stack"`)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("browser") or fixtures & STACK_FIXTURES:
+            item.add_marker(pytest.mark.stack)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In `make check`, a test (or fixture) that starts a process or loads the model fails at
+    once and says how to fix it, so nothing slow slips into the fast tier unmarked."""
+    if not FAST_TIER:
+        return
+    import llama_cpp.llama_cpp as llama
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "This test needs the model, a worker, daphne or a browser: mark it "
+            "`pytest.mark.stack` (or use a fixture that starts them) so `make check` skips it."
+        )
+
+    Child.__init__ = refuse  # type: ignore[method-assign,assignment]
+    llama.llama_model_load_from_file = refuse
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashes() -> Iterator[None]:
+    with override_settings(
+        PASSWORD_HASHERS=["tests.hashers.QuickPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+    ):
+        yield
+
 
 @pytest.fixture
 async def channel_layer_closed() -> AsyncIterator[None]:
-    """Each async test has its own event loop; the channel layer's pools must not outlive it.
-
-    Nor may the layer itself: channels_redis keeps a receive lock bound to the loop of the
-    first receive and drops it only when the last receive returns, so a consumer still
-    receiving when its test's loop closed (seen after tests that kill workers mid-answer) made
-    every later consumer fail with "Lock ... is bound to a different event loop". Each test
-    gets a layer of its own.
+    """Each async test has its own event loop; the channel layer's connections and
+    subscriptions must not outlive it, nor may the layer itself: each test gets a layer of its
+    own, flushed (its subscriptions dropped, its connections closed) at the end.
 
     The async ORM (`aget`, `acount`, ...) runs in asgiref's one thread for sync code, whose
     database connection would stay open to the end and keep PostgreSQL from dropping the
     test database; it is closed after each test, in that thread."""
     channel_layers.backends.clear()
     yield
-    await get_channel_layer().close_pools()
+    await get_channel_layer().flush()
     channel_layers.backends.clear()
     await sync_to_async(connections.close_all)()
 
@@ -93,10 +135,10 @@ def inference_worker(
     child.stop()
 
 
-def daphne_start(name: str, log_dir: Path) -> tuple[Child, str]:
+def daphne_start(name: str, log_dir: Path, **env: str) -> tuple[Child, str]:
     """daphne serving the real ASGI application on a free port, once it answers; and its URL."""
     port = free_port()
-    child = Child(name, daphne_command(port), child_env(), log_dir)
+    child = Child(name, daphne_command(port), child_env(**env), log_dir)
     url = f"http://127.0.0.1:{port}"
 
     def answering() -> bool:

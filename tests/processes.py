@@ -112,6 +112,8 @@ def daphne_command(port: int) -> list[str]:
         sys.executable,
         "-m",
         "daphne",
+        "-v",  # as `serve` runs it: no access log, wizweb.requests instead
+        "0",
         "-b",
         "127.0.0.1",
         "-p",

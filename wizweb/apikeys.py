@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.http import HttpRequest
@@ -12,6 +13,7 @@ from django.utils import timezone
 from wizweb.models import ApiKey, api_key_hash
 
 KEY_PREFIX = "wiz-"
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -52,5 +54,9 @@ def apikey_from_request(request: HttpRequest) -> ApiKey | None:
         .first()
     )
     if api_key is not None:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+        now = timezone.now()
+        # To the minute: a write per request would cost every request a database write.
+        if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_EVERY:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        request.wiz_api_key = api_key  # type: ignore[attr-defined]  # who, for the request log
     return api_key

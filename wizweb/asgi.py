@@ -18,6 +18,7 @@ from django.urls import path  # noqa: E402
 
 from chat.consumers import ChatConsumer  # noqa: E402
 from models_admin.consumers import ModelsConsumer  # noqa: E402
+from wizweb.metrics import OpenSocketsGauge  # noqa: E402
 from wizweb.origin import SameOriginValidator  # noqa: E402
 
 websocket_urls = [
@@ -28,8 +29,10 @@ websocket_urls = [
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urls)))
+        "websocket": OpenSocketsGauge(
+            AllowedHostsOriginValidator(
+                SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urls)))
+            )
         ),
     }
 )

@@ -35,3 +35,18 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Preferences(models.Model):
+    """What one user chose for every page, kept on the account so it follows them to any
+    browser (a cookie is per browser, and stays only for the logged-out pages)."""
+
+    THEMES = [("", "the system's"), ("light", "light"), ("dark", "dark")]
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
+    )
+    theme = models.CharField(max_length=5, choices=THEMES, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"

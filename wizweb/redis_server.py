@@ -81,15 +81,19 @@ def redis_wait_ready(url: str, timeout: float = 10.0) -> None:
 
 
 class PrivateRedis:
-    """A redis-server child process on a unix socket in `run_dir`."""
+    """A redis-server child process on a unix socket in `run_dir`, and on a TCP port of
+    127.0.0.1 too when `port` is given (for processes that reach it as other hosts would)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, port: int = 0) -> None:
         self.run_dir = run_dir
+        self.port = port
         self.socket_path = run_dir / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket_path}"
 
     def start(self) -> PrivateRedis:
@@ -97,7 +101,7 @@ class PrivateRedis:
         self.socket_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             redis_server_command(
-                self.socket_path, self.run_dir, logfile=self.run_dir / "redis.log"
+                self.socket_path, self.run_dir, port=self.port, logfile=self.run_dir / "redis.log"
             ),
             stdin=subprocess.DEVNULL,
         )

@@ -6,7 +6,9 @@ A bad value stops start-up with one line that names the variable (see `EnvError`
 
 from __future__ import annotations
 
+import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,17 @@ RUN_DIR.mkdir(exist_ok=True)
 private_modes_tighten(DATA_DIR, RUN_DIR)  # an install made before may have left them readable
 
 SECRET_KEY = _secret_key(DATA_DIR)
+
+# Prometheus (GET /metrics): every process of this box (daphne, the workers) writes its counters
+# and histograms to files in this dir (prometheus_client's multiprocess mode), and /metrics adds
+# them up. prometheus_client reads the variable when it is first imported: here, before any app.
+# `serve` empties the dir at start. Always this data dir's: a value inherited from another
+# Wiz Web (a parent process with another data dir) must not mix their counters.
+METRICS_DIR = RUN_DIR / "metrics"
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Who may read /metrics besides this machine and staff API keys: `Authorization: Bearer TOKEN`.
+WIZ_METRICS_TOKEN: str = _env_value("WIZ_METRICS_TOKEN", env.str, "")
 DEBUG = _strict_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS: list[str] = _env_value("DJANGO_ALLOWED_HOSTS", env.list, ["*"])
 
@@ -99,18 +112,23 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "django_rq",
+    "axes",
     "wizweb",
     "chat",
     "models_admin",
+    "usage",
 ]
 
 MIDDLEWARE = [
+    "wizweb.request_log.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "wizweb.static_files.StaticFilesMiddleware",
+    "wizweb.login_slowdown.LoginSlowdownMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -118,6 +136,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Last, as django-axes asks: it turns a lockout met anywhere above into the login page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "wizweb.urls"
@@ -133,6 +153,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "wizweb.preferences.theme",
             ],
         },
     },
@@ -166,6 +187,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# django-axes' backend first: it refuses a locked-out address or account before any password
+# is checked, and logs nobody in (ModelBackend does, and sessions name it as before).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -184,14 +211,14 @@ WHITENOISE_USE_FINDERS = True
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [REDIS_URL],
-            # channels-redis silently drops messages past `capacity` unread ones per channel;
-            # chunks are coalesced, but a slow browser must still not lose any.
-            "capacity": 2000,
-            "expiry": 120,
-        },
+        # Redis pub/sub: a frame is one PUBLISH, and each process reads its subscriptions on
+        # one connection. The core layer's per-channel sorted sets, Lua scripts and blocking
+        # pops cost about 0.9 ms of CPU per frame against 0.1 ms here (measured on a 2-core
+        # box), CPU that llama.cpp wants. Nothing is kept for a reader that is not listening,
+        # which the chunk log covers (see chat.streams); a Redis restart keeps subscriptions
+        # (the client subscribes again when it reconnects).
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
     }
 }
 
@@ -206,8 +233,40 @@ RQ_QUEUES = {
 # Whether people may create their own accounts at /accounts/signup/ (an admin's choice).
 WIZ_ALLOW_SIGNUP = _strict_bool("WIZ_ALLOW_SIGNUP", False)
 
+# Login throttling (django-axes): this many failed logins from one address, or for one account,
+# lock that address or account out for WIZ_LOGIN_LOCKOUT_MINUTES; 0 failures turns it off.
+# Attempts live in the database, so the web process and `manage.py` see the same locks, and
+# staff see and clear them in the admin ("Access attempts"), or with `manage.py axes_reset`.
+WIZ_LOGIN_FAILURE_LIMIT: int = _env_value("WIZ_LOGIN_FAILURE_LIMIT", env.int, 5)
+WIZ_LOGIN_LOCKOUT_MINUTES: int = _env_value("WIZ_LOGIN_LOCKOUT_MINUTES", env.int, 15)
+for _name, _value, _low in (
+    ("WIZ_LOGIN_FAILURE_LIMIT", WIZ_LOGIN_FAILURE_LIMIT, 0),
+    ("WIZ_LOGIN_LOCKOUT_MINUTES", WIZ_LOGIN_LOCKOUT_MINUTES, 1),
+):
+    if _value < _low:
+        raise ImproperlyConfigured(f"{_name} must be {_low} or more, not {_value}.")
+AXES_ENABLED = WIZ_LOGIN_FAILURE_LIMIT > 0
+AXES_FAILURE_LIMIT = WIZ_LOGIN_FAILURE_LIMIT
+# Each on its own: a guesser who tries many accounts from one address is stopped, and so is
+# one who tries one account from many addresses.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_COOLOFF_TIME = timedelta(minutes=WIZ_LOGIN_LOCKOUT_MINUTES)
+# A typo followed by the right password leaves no strikes behind.
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "wizweb.views.login_locked"
+
 # Generation limits.
 WIZ_MAX_PENDING_PER_USER: int = _env_value("WIZ_MAX_PENDING_PER_USER", env.int, 4)
+# Site-wide quotas, for users whose own and groups' quotas (usage.Quota, in the admin) leave a
+# field empty; 0: no limit.
+WIZ_TOKENS_PER_DAY: int = _env_value("WIZ_TOKENS_PER_DAY", env.int, 0)
+WIZ_REQUESTS_PER_MINUTE: int = _env_value("WIZ_REQUESTS_PER_MINUTE", env.int, 0)
+for _name, _value in (
+    ("WIZ_TOKENS_PER_DAY", WIZ_TOKENS_PER_DAY),
+    ("WIZ_REQUESTS_PER_MINUTE", WIZ_REQUESTS_PER_MINUTE),
+):
+    if _value < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more, not {_value}.")
 # What one inference worker may hold in loaded models (weights and KV cache), in MiB;
 # by default 60 % of this machine's memory.
 WIZ_WORKER_MEMORY_MB: int = _env_value(
@@ -248,11 +307,32 @@ WIZ_WORKER_HOOKS = {
 # The longest one generation may run before RQ stops it.
 WIZ_GENERATION_TIMEOUT: int = _env_value("WIZ_GENERATION_TIMEOUT", env.int, 3600)
 
+# Logs go to standard output (supervisord passes them on): one line per HTTP request
+# (wizweb.requests) and one per generation (chat.generations), as text or as JSON lines for a
+# log collector. What people type and what keys say is never logged (see wizweb.log_format).
+WIZ_LOG_FORMAT: str = _env_value("WIZ_LOG_FORMAT", env.str, "plain").strip().lower()
+if WIZ_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"WIZ_LOG_FORMAT must be plain or json, not {WIZ_LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {
+            "()": "wizweb.log_format.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        "json": {
+            "()": "wizweb.log_format.JsonLogFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": WIZ_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        # daphne's access log: wizweb.requests says the same with the user, and no query string.
+        "django.channels.server": {"level": "WARNING"},
+        # axes says INFO at every start and every failure; its WARNING per failure is enough.
+        "axes": {"level": "WARNING"},
+    },
 }

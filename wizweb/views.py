@@ -1,4 +1,4 @@
-"""Project-level views: the health check and the API keys page."""
+"""Project-level views: the health check, the API keys page, sign-up and the locked login."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from rq import Worker
 from inference.presence import worker_states
 from wizweb.apikeys import apikey_create, apikey_from_request, apikey_revoke
 from wizweb.models import ApiKey
+from wizweb.preferences import preferences_theme_set
 from wizweb.redis_server import redis_connection
 
 
@@ -100,6 +101,16 @@ class ApiKeyRevokeForm(forms.Form):
     key = forms.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
+@require_http_methods(["POST"])
+def account_theme(request: HttpRequest) -> HttpResponse:
+    """The dark mode toggle's choice, kept on the account (static/wizweb/theme.js)."""
+    try:
+        preferences_theme_set(user_id=request.user.pk, theme=request.POST.get("theme", ""))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"theme": request.POST["theme"]})
+
+
 # A new key is shown once, in the answer to the POST that made it: no cache may keep a copy.
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -123,6 +134,20 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     return render(request, "wizweb/api_keys.html", context)
 
 
+def login_locked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """What django-axes answers a login from a locked-out address or account (its
+    AXES_LOCKOUT_CALLABLE): the login page, with a sentence instead of the usual error.
+
+    axes calls this with (request, response, credentials) or (request, credentials), depending
+    on its sync or async path; neither is needed here."""
+    context = {
+        "locked_minutes": settings.WIZ_LOGIN_LOCKOUT_MINUTES,
+        "signup_allowed": settings.WIZ_ALLOW_SIGNUP,
+        "next": request.POST.get("next", ""),
+    }
+    return render(request, "registration/login.html", context, status=429)
+
+
 @login_not_required
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
@@ -131,6 +156,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         raise Http404("Sign-up is off; ask an admin for an account.")
     form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        login(request, form.save())
+        # Named: with django-axes' backend beside it, Django cannot guess which one to record.
+        login(request, form.save(), backend="django.contrib.auth.backends.ModelBackend")
         return redirect("/")
     return render(request, "registration/signup.html", {"form": form})

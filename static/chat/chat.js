@@ -6,9 +6,11 @@
 // old message (same parent). The page shows one branch, from the first message down, choosing at
 // each fork the version the user picked (‹ 2/3 ›) or else the newest one.
 
-import { renderMarkdown } from "./markdown.js";
+import { copyText, renderMarkdown } from "./markdown.js";
 import { currentModel, currentOptions, settingsAttach } from "./settings.js";
-import { sidebarRaise, sidebarShow } from "./sidebar.js";
+import { sidebarRaise, sidebarRemove, sidebarShow } from "./sidebar.js";
+import "./shortcuts.js";
+import { toast } from "./toast.js";
 
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const list = document.getElementById("messages");
@@ -17,10 +19,17 @@ const promptBox = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
 const statusLine = document.getElementById("status");
+const queuedStrip = document.getElementById("queued-prompt");
+const queuedText = document.getElementById("queued-text");
 const offlineBanner = document.getElementById("offline");
 const contextMeter = document.getElementById("context-meter");
 const contextText = document.getElementById("context-text");
 const contextWarning = document.getElementById("context-warning");
+const announcer = document.getElementById("announcer");
+const toBottom = document.getElementById("to-bottom");
+const emptyState = document.getElementById("empty-state");
+// A touch keyboard has no Shift+Enter: there Enter makes a new line and Send sends.
+const touchTyping = matchMedia("(pointer: coarse)").matches;
 
 // A prompt's size before the model's tokenizer has seen it: about 3.5 characters a token for
 // English text in the tokenizers of common models; the meter shows real counts once answered.
@@ -29,8 +38,14 @@ const CHARS_PER_TOKEN = 3.5;
 const TURN_OVERHEAD = 8;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
+// A prompt longer than this is shown folded (about 16 lines) with "Show all": a pasted 32 KB
+// log made the conversation 7,000 px tall.
+const FOLD_LINES = 16;
+const FOLD_CHARS = 1200;
 
 let conversation = pageData.conversation;
+// A prompt sent while an answer was being written, sent when that answer ends (one at most).
+let queuedPrompt = null;
 let socket = null;
 let retryDelay = 500;
 let retryTimer = null;
@@ -92,6 +107,37 @@ function button(label, className, onClick, ariaLabel) {
   return element;
 }
 
+// The message actions are icons (SVG paths on a 24-unit grid), named by aria-label and title.
+const ICONS = {
+  copy: "M9 9h10v11H9zM5 15V4h10",
+  regenerate: "M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7",
+  edit: "M4 20h4L19 9l-4-4L4 16zM13 7l4 4",
+};
+
+function iconButton(icon, className, onClick, label) {
+  const element = button("", className, onClick, label);
+  element.title = label;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "16");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", ICONS[icon]);
+  svg.append(path);
+  element.append(svg);
+  return element;
+}
+
+// Copy a message as its markdown source, as written (not the rendered text).
+async function copyMessage(id) {
+  const message = nodes.get(id);
+  const text = message.role === "assistant" ? viewFor(id).text || message.content : message.content;
+  const copied = await copyText(text);
+  const what = message.role === "user" ? "prompt" : "answer";
+  toast(copied ? `Copied the ${what}.` : "Could not copy: this browser refused the clipboard.", { error: !copied });
+}
+
 function messageView(role) {
   const item = document.createElement("li");
   item.className = `message ${role}`;
@@ -106,6 +152,15 @@ function messageView(role) {
   return { item, content, meta, tools, seq: 0, text: "" };
 }
 
+function isLong(text) {
+  return text.length > FOLD_CHARS || text.split("\n").length > FOLD_LINES;
+}
+
+function showPrompt(view, text) {
+  view.content.textContent = text;
+  view.item.classList.toggle("folded", isLong(text));
+}
+
 // The view of a saved message, made the first time it is needed.
 function viewFor(id) {
   let view = views.get(id);
@@ -115,7 +170,7 @@ function viewFor(id) {
   view.item.dataset.message = id;
   views.set(id, view);
   if (message.role !== "assistant") {
-    view.content.textContent = message.content;
+    showPrompt(view, message.content);
   } else if (isUnfinished(message)) {
     view.item.classList.add("streaming");
     view.item.dataset.state = message.state;
@@ -126,12 +181,45 @@ function viewFor(id) {
   return view;
 }
 
+// An answer that is a JSON document (JSON mode) is shown as code, its indentation kept; read as
+// markdown its lines ran together into one paragraph. While it streams it does not parse yet,
+// so an answer that starts with "{" is taken for JSON.
+function isJsonAnswer(text) {
+  const trimmed = text.trim();
+  if (trimmed.startsWith("{")) return true;
+  if (!trimmed.startsWith("[")) return false;
+  try {
+    JSON.parse(trimmed);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function renderAnswer(view) {
+  if (!isJsonAnswer(view.text)) {
+    renderMarkdown(view.content, view.text);
+    return;
+  }
+  // A fence longer than any run of backticks inside, so the JSON cannot close it.
+  const longest = Math.max(2, ...(view.text.match(/`+/g) || []).map((run) => run.length));
+  const fence = "`".repeat(longest + 1);
+  renderMarkdown(view.content, `${fence}json\n${view.text.trim()}\n${fence}`);
+}
+
 function scrollToEnd() {
   list.scrollTop = list.scrollHeight;
+  showToBottom();
 }
 
 function isNearEnd() {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+}
+
+// The ↓ button shows while the newest message is out of view (the reader scrolled up, or an
+// answer grew below the screen).
+function showToBottom() {
+  toBottom.hidden = isNearEnd();
 }
 
 // Chunks can arrive faster than the screen repaints (several answers at once, each chunk every
@@ -155,9 +243,10 @@ function renderStale(now) {
   const started = performance.now();
   // Follow the answer only if the reader has not scrolled up to read something else.
   const follow = isNearEnd();
-  for (const view of stale) renderMarkdown(view.content, view.text);
+  for (const view of stale) renderAnswer(view);
   stale.clear();
   if (follow) scrollToEnd();
+  else showToBottom();
   const finished = performance.now();
   quietUntil = finished + 3 * (finished - started);
 }
@@ -171,7 +260,8 @@ function describe(message) {
   if (t.ttft_ms !== undefined) parts.push(`first token ${(t.ttft_ms / 1000).toFixed(2)} s`);
   if (message.finish_reason === "aborted") parts.push("stopped");
   else if (message.finish_reason === "length") parts.push("cut off at the token limit");
-  if (message.trimmed) {
+  // Only a count says something was left out; {} (older saved answers) or null says nothing was.
+  if (message.trimmed?.turns) {
     const turns = message.trimmed.turns;
     parts.push(`${turns} earlier message${turns === 1 ? "" : "s"} left out to fit the context`);
   }
@@ -187,7 +277,7 @@ function showFinished(view, message) {
     view.content.classList.replace("markdown", "tool-calls");
     view.content.textContent = calls.join("\n");
   } else {
-    renderMarkdown(view.content, view.text);
+    renderAnswer(view);
   }
   view.item.classList.remove("streaming");
   const failed = message.finish_reason === "error" || message.state === "failed";
@@ -218,12 +308,24 @@ function showTools(id) {
     tools.push(versions);
   }
   const busy = streamingOnPath() !== null;
+  if (message.role === "user" && isLong(message.content)) {
+    const folded = view.item.classList.contains("folded");
+    const lines = message.content.split("\n").length;
+    const fold = button(folded ? `Show all (${lines.toLocaleString()} lines)` : "Show less", "fold", () => {
+      view.item.classList.toggle("folded");
+      showTools(id);
+    });
+    fold.setAttribute("aria-expanded", String(!folded));
+    tools.push(fold);
+  }
   if (message.role === "user") {
-    const edit = button("Edit", "edit", () => startEdit(id), "Edit this prompt and send it again");
+    tools.push(iconButton("copy", "copy-message", () => copyMessage(id), "Copy this prompt"));
+    const edit = iconButton("edit", "edit", () => startEdit(id), "Edit this prompt and send it again");
     edit.disabled = busy;
     tools.push(edit);
   } else if (message.role === "assistant" && !isUnfinished(message)) {
-    const again = button("Regenerate", "regenerate", () => regenerate(id), "Write this answer again");
+    tools.push(iconButton("copy", "copy-message", () => copyMessage(id), "Copy this answer as markdown"));
+    const again = iconButton("regenerate", "regenerate", () => regenerate(id), "Write this answer again");
     again.disabled = busy;
     tools.push(again);
   }
@@ -243,6 +345,7 @@ function renderThread({ follow = true } = {}) {
   for (const view of pending.values()) items.push(...view.placeholders);
   const same = items.length === list.children.length && items.every((item, i) => list.children[i] === item);
   if (!same) list.replaceChildren(...items);
+  emptyState.hidden = items.length > 0;
   for (const id of path) showTools(id);
   showComposerState();
   showContext();
@@ -259,8 +362,11 @@ function streamingOnPath() {
 function showComposerState() {
   const streaming = streamingOnPath();
   const waiting = [...pending.values()].some((p) => p.kind === "prompt");
-  sendButton.disabled = streaming !== null || waiting;
+  // While an answer is written, Send (or Enter) queues the next prompt for when it ends.
+  sendButton.disabled = waiting;
+  sendButton.title = streaming === null ? "" : "Queued: sent when the answer ends";
   stopButton.hidden = streaming === null;
+  fitPromptBox(); // a prompt put back in the box (not sent) is shown whole
 }
 
 function estimateTokens(text) {
@@ -364,7 +470,7 @@ function startEdit(id) {
     renderThread();
   });
   box.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !touchTyping) {
       event.preventDefault();
       editor.requestSubmit();
     } else if (event.key === "Escape") {
@@ -421,9 +527,14 @@ const handlers = {
   conversation(frame) {
     sidebarShow(frame.conversation, frame.title, { current: frame.conversation === conversation });
   },
+  conversation_deleted(frame) {
+    sidebarRemove(frame.conversation);
+    // Deleted on another page (or this one): its address is a 404 now, so leave for a new chat.
+    if (frame.conversation === conversation) location.assign("/");
+  },
   queued(frame) {
     const view = views.get(frame.message);
-    if (view) view.meta.textContent = `Waiting in the queue (position ${frame.position})…`;
+    if (view) view.meta.textContent = `Waiting in the queue (${queuePlace(frame)})…`;
   },
   started(frame) {
     const message = nodes.get(frame.message);
@@ -452,7 +563,13 @@ const handlers = {
     if (!message) return;
     finishedFrame(message, frame);
     showFinished(viewFor(frame.message), message);
+    // The list is not a live region (it would re-read a streaming answer at every chunk): the
+    // finished answer on the branch shown is read once.
+    if (shownPath().includes(frame.message)) {
+      announcer.textContent = viewFor(frame.message).content.innerText || viewFor(frame.message).meta.textContent;
+    }
     renderThread({ follow: isNearEnd() });
+    sendQueued();
   },
   error(frame) {
     statusLine.textContent = frame.message;
@@ -535,23 +652,96 @@ function reconnectNow() {
   connect();
 }
 
-function submit() {
-  const content = promptBox.value;
-  if (!content.trim() || sendButton.disabled) return;
+function showNotice(text, action = null) {
+  statusLine.replaceChildren(text);
+  if (action) statusLine.append(" ", action);
+}
+
+// "position 3, about 40 s": the place, and the server's estimate from the measured speed.
+function queuePlace(frame) {
+  const place = `position ${frame.position}`;
+  const eta = frame.eta_s;
+  if (eta == null) return place;
+  const wait = eta < 90 ? `${eta} s` : `${Math.round(eta / 60)} min`;
+  return `${place}, about ${wait}`;
+}
+
+function showQueued() {
+  queuedStrip.hidden = queuedPrompt === null;
+  queuedText.textContent = queuedPrompt === null ? "" : `Queued, sent when the answer ends: “${queuedPrompt}”`;
+}
+
+// Cancelling gives the text back to the box, unless something new is being written there.
+function cancelQueued() {
+  if (queuedPrompt === null) return;
+  if (!promptBox.value.trim()) {
+    promptBox.value = queuedPrompt;
+    fitPromptBox();
+    showContext();
+  }
+  queuedPrompt = null;
+  showQueued();
+  statusLine.textContent = "";
+  promptBox.focus();
+}
+
+function sendQueued() {
+  if (queuedPrompt === null || streamingOnPath() !== null) return;
+  const content = queuedPrompt;
+  queuedPrompt = null;
+  showQueued();
+  submit({ anyway: true, queued: content });
+}
+
+function submit({ anyway = false, queued = null } = {}) {
+  const content = queued ?? promptBox.value;
+  if (!content.trim()) return;
+  // The meter's estimate says it cannot fit: the server would refuse it after a long read, or
+  // the model would read it for minutes while others wait. Sending it is still possible, since
+  // the estimate is only an estimate.
+  if (!anyway && contextWarning.dataset.level === "error") {
+    const sendAnyway = button("Send anyway", "link send-anyway", () => submit({ anyway: true }));
+    showNotice(`Not sent: ${contextWarning.textContent}`, sendAnyway);
+    return;
+  }
+  if (streamingOnPath() !== null) {
+    // One prompt waits at a time: a second would have to go under an answer not written yet.
+    if (queuedPrompt !== null) {
+      showNotice("A prompt is already queued for when this answer ends: cancel it first, or press Stop.");
+      return;
+    }
+    queuedPrompt = content;
+    showQueued();
+    statusLine.textContent = "";
+    promptBox.value = "";
+    fitPromptBox();
+    showContext();
+    return;
+  }
+  if (sendButton.disabled) {
+    if (queued !== null) cancelQueued();
+    return;
+  }
   const id = clientId();
   const path = shownPath();
   const parent = path[path.length - 1] || null;
   const frame = { type: "prompt", content, conversation, parent, options: currentOptions(), client_id: id };
-  if (!send(frame)) return;
+  if (!send(frame)) {
+    if (queued !== null && !promptBox.value.trim()) promptBox.value = queued;
+    return;
+  }
   statusLine.textContent = "";
   const userView = messageView("user");
-  userView.content.textContent = content;
+  showPrompt(userView, content);
   const answerView = messageView("assistant");
   answerView.item.classList.add("streaming");
   answerView.item.dataset.state = "queued";
   answerView.meta.textContent = "Sending…";
   pending.set(id, { kind: "prompt", parent, content, views: [userView, answerView], placeholders: [userView.item, answerView.item] });
-  promptBox.value = "";
+  if (queued === null) {
+    promptBox.value = "";
+    fitPromptBox();
+  }
   renderThread();
 }
 
@@ -559,18 +749,50 @@ form.addEventListener("submit", (event) => {
   event.preventDefault();
   submit();
 });
+if (touchTyping) promptBox.placeholder = promptBox.dataset.touchPlaceholder;
 promptBox.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !touchTyping) {
     event.preventDefault();
     submit();
   }
 });
-promptBox.addEventListener("input", showContext);
+// The box grows with what is typed, up to 40 % of the window, then scrolls.
+function fitPromptBox() {
+  promptBox.style.height = "auto";
+  const most = Math.round(innerHeight * 0.4);
+  promptBox.style.height = `${Math.min(promptBox.scrollHeight + 2, most)}px`;
+  promptBox.style.overflowY = promptBox.scrollHeight + 2 > most ? "auto" : "hidden";
+}
+promptBox.addEventListener("input", () => {
+  fitPromptBox();
+  showContext();
+});
+// Esc in the message box stops the answer being written, as the Stop button does.
+promptBox.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !event.shiftKey && !stopButton.hidden) {
+    event.preventDefault();
+    stopButton.click();
+  }
+});
 stopButton.addEventListener("click", () => {
   const id = streamingOnPath();
   if (id) send({ type: "abort", message: id });
 });
 document.getElementById("reconnect").addEventListener("click", reconnectNow);
+document.getElementById("queued-cancel").addEventListener("click", cancelQueued);
+list.addEventListener("scroll", showToBottom, { passive: true });
+for (const example of emptyState.querySelectorAll("button.example")) {
+  example.addEventListener("click", () => {
+    promptBox.value = example.textContent;
+    promptBox.dispatchEvent(new Event("input"));
+    promptBox.focus();
+  });
+}
+addEventListener("resize", showToBottom);
+toBottom.addEventListener("click", () => {
+  list.scrollTo({ top: list.scrollHeight, behavior: "smooth" });
+  promptBox.focus({ preventScroll: true });
+});
 window.addEventListener("online", reconnectNow);
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") reconnectNow();
@@ -580,3 +802,6 @@ document.addEventListener("wiz:settings", showContext);
 for (const message of pageData.messages) addNode(message);
 renderThread();
 connect();
+// Ready to type on arrival, unless the reader already went somewhere (or a touch keyboard would
+// cover half the screen).
+if (!touchTyping && document.activeElement === document.body) promptBox.focus({ preventScroll: true });

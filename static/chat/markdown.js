@@ -120,19 +120,22 @@ export function enhanceCodeBlocks(root) {
   }
 }
 
-async function copyCode(button, code) {
-  // marked ends every block with a newline; without it a pasted command does not run at once.
-  const text = code.textContent.replace(/\n$/, "");
-  let copied = false;
+/** Put text on the clipboard; true when it is there. */
+export async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     try {
       await navigator.clipboard.writeText(text);
-      copied = true;
+      return true;
     } catch {
-      copied = false;
+      // fall through to the selection
     }
   }
-  if (!copied) copied = copyThroughSelection(text);
+  return copyThroughSelection(text);
+}
+
+async function copyCode(button, code) {
+  // marked ends every block with a newline; without it a pasted command does not run at once.
+  const copied = await copyText(code.textContent.replace(/\n$/, ""));
   button.focus();
   if (!copied) {
     // Leave the code selected so Ctrl+C (or the long-press menu) copies it.

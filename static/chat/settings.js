@@ -19,6 +19,7 @@ const systemBox = document.getElementById("setting-system-prompt");
 const presetSelect = document.getElementById("setting-preset");
 const presetSaveButton = document.getElementById("preset-save");
 const presetDeleteButton = document.getElementById("preset-delete");
+const presetDefaultBox = document.getElementById("preset-default");
 const presetDialog = document.getElementById("preset-dialog");
 const presetName = document.getElementById("preset-name");
 const jsonBox = document.getElementById("setting-json");
@@ -86,9 +87,10 @@ export function currentModel() {
   return models.find((m) => m.name === modelSelect.value) || null;
 }
 
+// What differs from the defaults, on the closed panel's line (the model is the header's picker).
 function describe() {
   const options = currentOptions();
-  const parts = [options.model || "no model is ready"];
+  const parts = [];
   for (const [key, label] of [
     ["temperature", "temperature"],
     ["top_p", "top p"],
@@ -100,7 +102,7 @@ function describe() {
   }
   if (jsonBox.checked) parts.push("JSON");
   if (options.system_prompt) parts.push("system prompt");
-  summary.textContent = parts.join(" · ");
+  summary.textContent = parts.join(" · ") || "defaults";
 }
 
 function setStatus(text, { error = false } = {}) {
@@ -160,10 +162,15 @@ export function settingsAttach(conversationId) {
   return save();
 }
 
+// The model picker sits in the header, outside the form's subtree (form="settings-form"), so
+// its events do not reach the form's listener.
+modelSelect.addEventListener("input", () => {
+  modelNote.hidden = true;
+  changed();
+});
 form.addEventListener("input", (event) => {
-  if (event.target === presetSelect) return;
+  if (event.target === presetSelect || event.target === presetDefaultBox) return;
   if (event.target === systemBox) matchPreset();
-  if (event.target === modelSelect) modelNote.hidden = true;
   changed();
 });
 form.addEventListener("submit", (event) => event.preventDefault());
@@ -182,6 +189,14 @@ function matchPreset() {
     presetSelect.value = same ? String(same.id) : "";
   }
   presetDeleteButton.disabled = !presetSelect.value;
+  showPresetDefault();
+}
+
+// "Start new chats with it": whether the chosen preset is the user's default.
+function showPresetDefault() {
+  const preset = presets.get(presetSelect.value);
+  presetDefaultBox.disabled = !preset;
+  presetDefaultBox.checked = Boolean(preset?.default);
 }
 
 function presetOption(preset) {
@@ -194,9 +209,32 @@ function presetOption(preset) {
 presetSelect.addEventListener("change", () => {
   const preset = presets.get(presetSelect.value);
   presetDeleteButton.disabled = !preset;
+  showPresetDefault();
   if (!preset) return;
   systemBox.value = preset.text;
   changed();
+});
+
+presetDefaultBox.addEventListener("change", async () => {
+  const preset = presets.get(presetSelect.value);
+  if (!preset) return;
+  const wanted = presetDefaultBox.checked;
+  const answer = await apiRequest(`/api/presets/${preset.id}/`, {
+    method: "PATCH",
+    body: { default: wanted },
+  });
+  if (!answer.ok) {
+    presetDefaultBox.checked = !wanted;
+    setStatus(answer.message, { error: true });
+    return;
+  }
+  for (const other of presets.values()) other.default = false;
+  presets.set(String(preset.id), answer.data);
+  setStatus(
+    wanted
+      ? `New chats start with the preset “${preset.name}”.`
+      : `New chats start with no system prompt.`,
+  );
 });
 
 presetSaveButton.addEventListener("click", () => {
@@ -209,6 +247,8 @@ presetSaveButton.addEventListener("click", () => {
   presetDialog.returnValue = "";
   presetDialog.showModal();
 });
+
+document.getElementById("preset-cancel").addEventListener("click", () => presetDialog.close("cancel"));
 
 presetDialog.addEventListener("close", async () => {
   if (presetDialog.returnValue !== "save") {
@@ -233,6 +273,7 @@ presetDialog.addEventListener("close", async () => {
   presetSelect.insertBefore(presetOption(preset), after || null);
   presetSelect.value = String(preset.id);
   presetDeleteButton.disabled = false;
+  showPresetDefault();
   setStatus(`Saved the preset “${preset.name}”.`);
   presetSaveButton.focus();
 });
@@ -249,6 +290,7 @@ presetDeleteButton.addEventListener("click", async () => {
   presetSelect.querySelector(`option[value="${preset.id}"]`)?.remove();
   presetSelect.value = "";
   presetDeleteButton.disabled = true;
+  showPresetDefault();
   // The text stays in the box, so a preset deleted by mistake can be saved again.
   setStatus(`Deleted the preset “${preset.name}”; the system prompt is unchanged.`);
   presetSelect.focus();

@@ -4,6 +4,7 @@
 // conversation is created or renamed.
 
 import { apiRequest } from "./api.js";
+import { toast } from "./toast.js";
 
 const aside = document.getElementById("sidebar");
 const mainList = document.getElementById("conversation-list");
@@ -55,9 +56,37 @@ function setTitle(entry, title) {
   entry.querySelector(".item-menu-button").setAttribute("aria-label", `Actions for ${shown}`);
 }
 
-function newEntry(id, title) {
+function setPinned(entry, pinned) {
+  if (pinned) entry.dataset.pinned = "true";
+  else delete entry.dataset.pinned;
+  entry.querySelector("[data-action=pin]").textContent = pinned ? "Unpin" : "Pin";
+}
+
+// Where the server lists it: pinned ones first, then the most recently written to.
+function sortKey(entry) {
+  return [entry.dataset.pinned === "true" ? 1 : 0, Date.parse(entry.dataset.updated) || 0];
+}
+
+function comesBefore(a, b) {
+  const [pinnedA, updatedA] = sortKey(a);
+  const [pinnedB, updatedB] = sortKey(b);
+  return pinnedA !== pinnedB ? pinnedA > pinnedB : updatedA >= updatedB;
+}
+
+function place(entry) {
+  const after = [...entriesIn(mainList)].find((other) => other !== entry && comesBefore(entry, other));
+  if (after) {
+    if (entry.nextElementSibling !== after) mainList.insertBefore(entry, after);
+  } else if (!historyFeed.more || entry.parentElement === mainList) {
+    mainList.append(entry); // the end of what is shown
+  }
+}
+
+function newEntry(id, title, { pinned = false, updated = new Date().toISOString() } = {}) {
   const entry = itemTemplate.content.firstElementChild.cloneNode(true);
   entry.dataset.conversation = id;
+  entry.dataset.updated = updated;
+  setPinned(entry, pinned);
   entry.querySelector("a.title").href = `/c/${id}/`;
   const base = `/api/conversations/${id}/export`;
   entry.querySelector("[data-action=export-md]").href = `${base}?format=md`;
@@ -79,7 +108,9 @@ export function sidebarShow(id, title, { current = true } = {}) {
   }
   if (!found) {
     mainList.querySelector("li.empty")?.remove();
-    mainList.prepend(newEntry(id, title));
+    const entry = newEntry(id, title);
+    mainList.prepend(entry);
+    place(entry); // after the pinned ones
   }
   if (!current) return;
   document.title = `${title || "Conversation"} · Wiz Web`;
@@ -93,10 +124,27 @@ export function sidebarShow(id, title, { current = true } = {}) {
   }
 }
 
+// A conversation deleted (here or on another page of the user) leaves every list.
+export function sidebarRemove(id) {
+  for (const entry of entriesFor(id)) entry.remove();
+  showEmpty();
+}
+
+function showEmpty() {
+  if (!entriesIn(mainList).length && !historyFeed.more && !mainList.querySelector("li.empty")) {
+    const empty = document.createElement("li");
+    empty.className = "empty";
+    empty.textContent = "No conversations yet.";
+    mainList.append(empty);
+  }
+}
+
 // Move a conversation that was just written to to the top of the list, as the server orders it.
 export function sidebarRaise(id) {
+  const updated = new Date().toISOString();
+  for (const entry of entriesFor(id)) entry.dataset.updated = updated;
   const entry = [...entriesFor(id)].find((e) => e.parentElement === mainList);
-  if (entry && mainList.firstElementChild !== entry) mainList.prepend(entry);
+  if (entry) place(entry);
 }
 
 // --- Paging -------------------------------------------------------------------------------
@@ -126,7 +174,12 @@ async function loadMore() {
     showError("");
     for (const conversation of answer.data.results) {
       if (!feed.list.querySelector(`li[data-conversation="${CSS.escape(conversation.id)}"]`)) {
-        feed.list.append(newEntry(conversation.id, conversation.title));
+        feed.list.append(
+          newEntry(conversation.id, conversation.title, {
+            pinned: conversation.pinned,
+            updated: conversation.updated_at,
+          }),
+        );
       }
     }
     feed.more = Boolean(answer.data.next);
@@ -167,7 +220,7 @@ function describeResults(count) {
   searchStatus.textContent =
     count === 0
       ? `No conversation matches “${query}”.`
-      : `${count} conversation${count === 1 ? "" : "s"} match “${query}”.`;
+      : `${count} conversation${count === 1 ? " matches" : "s match"} “${query}”.`;
 }
 
 function runSearch() {
@@ -255,6 +308,7 @@ function startRename(entry) {
     const answer = await apiRequest(`/api/conversations/${id}/`, { method: "PATCH", body: { title } });
     if (answer.ok) {
       showError("");
+      toast(`Renamed to “${title}”.`);
       if (location.pathname === `/c/${id}/`) document.title = `${title} · Wiz Web`;
     } else {
       for (const each of entriesFor(id)) setTitle(each, before);
@@ -271,6 +325,24 @@ function startRename(entry) {
   // Leaving the field keeps what was typed, as renaming a file does; Escape is the way out.
   // The focus stays wherever it went (a click elsewhere must not be undone).
   input.addEventListener("blur", () => finish(true, { refocus: false }));
+}
+
+async function togglePin(entry) {
+  closeMenus();
+  const id = entry.dataset.conversation;
+  const pinned = entry.dataset.pinned !== "true";
+  const answer = await apiRequest(`/api/conversations/${id}/`, { method: "PATCH", body: { pinned } });
+  if (!answer.ok) {
+    showError(answer.message);
+    return;
+  }
+  showError("");
+  for (const each of entriesFor(id)) setPinned(each, pinned);
+  const shown = [...entriesFor(id)].find((e) => e.parentElement === mainList);
+  if (shown) place(shown);
+  else if (pinned) mainList.prepend(newEntry(id, titleOf(entry), { pinned, updated: answer.data.updated_at }));
+  toast(`${pinned ? "Pinned" : "Unpinned"} “${titleOf(entry)}”.`);
+  entry.querySelector(".item-menu-button").focus();
 }
 
 function confirmDelete(entry) {
@@ -295,14 +367,9 @@ function confirmDelete(entry) {
         location.assign("/");
         return;
       }
+      toast(`Deleted “${titleOf(entry)}”.`);
       const next = entry.nextElementSibling || entry.previousElementSibling;
-      for (const each of entriesFor(id)) each.remove();
-      if (!entriesIn(mainList).length && !historyFeed.more) {
-        const empty = document.createElement("li");
-        empty.className = "empty";
-        empty.textContent = "No conversations yet.";
-        mainList.append(empty);
-      }
+      sidebarRemove(id);
       (next?.querySelector("a.title") || searchBox).focus();
     },
     { once: true },
@@ -310,12 +377,80 @@ function confirmDelete(entry) {
   deleteDialog.showModal();
 }
 
+// --- Sharing: a read-only link, for everyone logged in or chosen users (docs/frontend.md) ---
+
+const shareDialog = document.getElementById("share-dialog");
+const shareForm = document.getElementById("share-form");
+const shareUsers = document.getElementById("share-users");
+const shareLink = document.getElementById("share-link");
+const shareUrl = document.getElementById("share-url");
+const shareError = document.getElementById("share-error");
+const shareRevoke = document.getElementById("share-revoke");
+let sharing = null; // the conversation id the dialog is for
+
+function showShare(share) {
+  shareLink.hidden = !share;
+  shareRevoke.hidden = !share;
+  if (!share) return;
+  shareUrl.href = share.url;
+  shareUrl.textContent = new URL(share.url, location.href).href;
+  shareForm.elements["share-to"].value = share.everyone ? "everyone" : "users";
+  shareUsers.value = share.users.join(", ");
+}
+
+async function openShare(entry) {
+  closeMenus();
+  sharing = entry.dataset.conversation;
+  document.getElementById("share-title").textContent = titleOf(entry);
+  shareError.textContent = "";
+  shareUsers.value = "";
+  shareForm.elements["share-to"].value = "everyone";
+  showShare(null);
+  shareDialog.showModal();
+  const answer = await apiRequest(`/api/conversations/${sharing}/share`);
+  if (answer.ok) showShare(answer.data);
+}
+
+shareForm.addEventListener("submit", async (event) => {
+  event.preventDefault(); // the dialog stays open to show the link
+  const everyone = shareForm.elements["share-to"].value === "everyone";
+  const users = everyone ? [] : shareUsers.value.split(",").map((u) => u.trim()).filter(Boolean);
+  const answer = await apiRequest(`/api/conversations/${sharing}/share`, {
+    method: "PUT",
+    body: { everyone, users },
+  });
+  if (!answer.ok) {
+    shareError.textContent = answer.message;
+    return;
+  }
+  shareError.textContent = "";
+  showShare(answer.data);
+  toast(everyone ? "Shared with everyone logged in." : `Shared with ${users.join(", ")}.`);
+});
+shareUsers.addEventListener("input", () => {
+  shareForm.elements["share-to"].value = "users";
+});
+shareRevoke.addEventListener("click", async () => {
+  const answer = await apiRequest(`/api/conversations/${sharing}/share`, { method: "DELETE" });
+  if (!answer.ok) {
+    shareError.textContent = answer.message;
+    return;
+  }
+  showShare(null);
+  toast("Revoked the link: it opens nothing now.");
+});
+document.getElementById("share-close").addEventListener("click", () => shareDialog.close());
+
 aside.addEventListener("click", (event) => {
   const target = event.target.closest("button, a");
   const entry = target?.closest("li[data-conversation]");
   if (!target || !entry) return;
   if (target.classList.contains("item-menu-button")) {
     toggleMenu(entry);
+  } else if (target.dataset.action === "pin") {
+    togglePin(entry);
+  } else if (target.dataset.action === "share") {
+    openShare(entry);
   } else if (target.dataset.action === "rename") {
     startRename(entry);
   } else if (target.dataset.action === "delete") {

@@ -117,6 +117,8 @@ function showHolders() {
       cell.append(form);
     }
     if (!holders.length) cell.textContent = "—";
+    const state = row.querySelector('[data-field="state"]');
+    if (state.dataset.fileState === "ready") state.textContent = holders.length ? "loaded" : "on disk, not loaded";
   }
 }
 
@@ -150,13 +152,30 @@ function duration(seconds) {
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+// The newest few messages, each with a close button, in a stack fixed at the bottom of the window.
+const MAX_FLASHES = 3;
+
+function closable(line) {
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "flash-close";
+  close.textContent = "×";
+  close.setAttribute("aria-label", "Dismiss");
+  close.addEventListener("click", () => line.remove());
+  line.append(close);
+}
+
 function flash(text, kind) {
+  const flashes = document.querySelector("#flashes");
   const line = document.createElement("p");
   line.className = `flash ${kind}`;
   line.setAttribute("role", "status");
   line.textContent = text;
-  document.querySelector("#flashes").append(line);
+  closable(line);
+  flashes.append(line);
+  while (flashes.children.length > MAX_FLASHES) flashes.firstElementChild.remove();
 }
+for (const line of document.querySelectorAll("#flashes .flash")) closable(line);
 
 function downloadRow(id) {
   let row = downloadsTable.querySelector(`tr[data-download="${CSS.escape(String(id))}"]`);
@@ -289,3 +308,13 @@ for (const form of document.querySelectorAll(".delete-form")) {
 
 setInterval(tickHeartbeats, 1000);
 connect();
+
+// A Hub search or repo takes a moment (up to a few seconds when the box is offline): say so.
+for (const form of document.querySelectorAll(".hub-forms form")) {
+  form.addEventListener("submit", () => {
+    const button = form.querySelector("button");
+    button.textContent = "Searching…";
+    form.setAttribute("aria-busy", "true");
+    document.querySelector("#hub").classList.add("busy");
+  });
+}

@@ -161,7 +161,8 @@ def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: 
     )
     assert imported.status_code == 201
     copy = Conversation.objects.get(pk=imported.json()["id"])
-    assert copy.pk != conversation.pk and copy.title == "Moon talk"
+    # The copy is told apart from the original in the sidebar.
+    assert copy.pk != conversation.pk and copy.title == "Moon talk (imported)"
     new_question = copy.messages.get(role="user")
     assert sorted(new_question.children.values_list("content", flat=True)) == [
         "A second version.",
@@ -175,6 +176,99 @@ def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: 
     )
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_import"
+
+
+def test_it_pins_a_conversation_to_the_top_of_the_list(
+    owner: Any, outsider: Any, conversation: Any
+) -> None:
+    newer = Conversation.objects.create(owner=owner, title="Newer")
+    client = Client()
+
+    def titles() -> list[str]:
+        listed = client.get("/api/conversations/", **bearer(owner)).json()["results"]
+        return [c["title"] for c in listed]
+
+    assert titles() == ["Newer", "Moon talk"]
+    url = f"/api/conversations/{conversation.id}/"
+    pinned = client.patch(url, {"pinned": True}, content_type="application/json", **bearer(owner))
+    assert pinned.status_code == 200 and pinned.json()["pinned"] is True
+    assert titles() == ["Moon talk", "Newer"]
+    bad = client.patch(url, {"pinned": "yes"}, content_type="application/json", **bearer(owner))
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_pinned"
+    theirs = client.patch(
+        f"/api/conversations/{newer.id}/",
+        {"pinned": True},
+        content_type="application/json",
+        **bearer(outsider),
+    )
+    assert theirs.status_code == 404
+    newer.refresh_from_db()
+    assert not newer.pinned
+    client.patch(url, {"pinned": False}, content_type="application/json", **bearer(owner))
+    assert titles() == ["Newer", "Moon talk"]
+
+
+def test_it_says_trimmed_null_when_no_message_was_left_out(owner: Any, conversation: Any) -> None:
+    answer = conversation.messages.get(role="assistant")
+    client = Client()
+    body = client.get(f"/api/conversations/{conversation.id}/", **bearer(owner)).json()
+    assert [m["trimmed"] for m in body["messages"]] == [None, None]
+    answer.trimmed = {"turns": 2, "tokens": 90}
+    answer.save()
+    body = client.get(f"/api/conversations/{conversation.id}/", **bearer(owner)).json()
+    assert body["messages"][1]["trimmed"] == {"turns": 2, "tokens": 90}
+
+
+def test_it_imports_an_export_without_parents_as_one_thread(owner: Any) -> None:
+    export = {
+        "title": "Hand-written",
+        "messages": [
+            {"role": "user", "content": "Hi."},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "And?"},
+            {"role": "assistant", "content": "That is all."},
+        ],
+    }
+    response = Client().post(
+        "/api/conversations/", export, content_type="application/json", **bearer(owner)
+    )
+    assert response.status_code == 201
+    messages = response.json()["messages"]
+    assert [m["content"] for m in messages] == ["Hi.", "Hello.", "And?", "That is all."]
+    assert messages[0]["parent"] is None
+    assert [m["parent"] for m in messages[1:]] == [m["id"] for m in messages[:-1]]
+
+
+def test_it_imports_the_settings_and_marks_a_second_copys_title(
+    owner: Any, outsider: Any, conversation: Any
+) -> None:
+    conversation.settings = {
+        "system_prompt": "Answer in French.",
+        "temperature": 0.3,
+        "seed": 7,
+        "response_format": {"type": "json_object"},
+    }
+    conversation.save()
+    client = Client()
+    exported = client.get(
+        f"/api/conversations/{conversation.id}/export?format=json", **bearer(owner)
+    ).json()
+    exported["settings"]["no_such_option"] = 1  # from another version: left out, not refused
+    exported["settings"]["top_p"] = 5  # out of range: left out
+    titles = []
+    for _ in range(2):
+        response = client.post(
+            "/api/conversations/", exported, content_type="application/json", **bearer(owner)
+        )
+        assert response.status_code == 201
+        assert response.json()["settings"] == conversation.settings
+        titles.append(response.json()["title"])
+    assert titles == ["Moon talk (imported)", "Moon talk (imported 2)"]
+    # Another user's titles do not count.
+    theirs = client.post(
+        "/api/conversations/", exported, content_type="application/json", **bearer(outsider)
+    )
+    assert theirs.json()["title"] == "Moon talk"
 
 
 def test_it_imports_only_tool_calls_in_openais_shape(owner: Any) -> None:
@@ -260,7 +354,7 @@ def test_it_keeps_a_users_system_prompt_presets(owner: Any, outsider: Any) -> No
     )
     assert again.json()["id"] == made.json()["id"]
     listed = client.get("/api/presets/", **bearer(owner)).json()["results"]
-    assert listed == [{"id": made.json()["id"], "name": "Pirate", "text": "Arr."}]
+    assert listed == [{"id": made.json()["id"], "name": "Pirate", "text": "Arr.", "default": False}]
     assert client.get("/api/presets/", **bearer(outsider)).json()["results"] == []
     url = f"/api/presets/{made.json()['id']}/"
     assert client.delete(url, **bearer(outsider)).status_code == 404
@@ -306,3 +400,46 @@ def test_it_answers_400_to_a_body_it_cannot_read(
     assert conversation.title == "Moon talk"
     assert Conversation.objects.count() == 1
     assert not SystemPromptPreset.objects.exists()
+
+
+def test_it_makes_one_preset_the_default_for_new_chats(owner: Any, outsider: Any) -> None:
+    pirate = SystemPromptPreset.objects.create(owner=owner, name="Pirate", text="Arr.")
+    poet = SystemPromptPreset.objects.create(owner=owner, name="Poet", text="Rhyme.")
+    theirs = SystemPromptPreset.objects.create(owner=outsider, name="Mine", text="Mine.")
+    client = Client()
+
+    def mark(preset: SystemPromptPreset, user: Any, default: Any) -> Any:
+        return client.patch(
+            f"/api/presets/{preset.pk}/",
+            {"default": default},
+            content_type="application/json",
+            **bearer(user),
+        )
+
+    assert mark(pirate, owner, True).json()["default"] is True
+    assert mark(poet, owner, True).json() == {
+        "id": poet.pk,
+        "name": "Poet",
+        "text": "Rhyme.",
+        "default": True,
+    }
+    assert list(SystemPromptPreset.objects.filter(is_default=True)) == [poet]
+    # Another's preset is not found; a default that is not a boolean is refused.
+    assert mark(theirs, owner, True).status_code == 404
+    assert mark(poet, outsider, False).status_code == 404
+    assert mark(poet, owner, "yes").status_code == 400
+    assert SystemPromptPreset.objects.get(pk=poet.pk).is_default
+
+    # A new chat's page starts with its system prompt; an existing conversation keeps its own.
+    browser = Client()
+    browser.force_login(owner)
+    assert browser.get("/").context["page_data"]["settings"] == {"system_prompt": "Rhyme."}
+    existing = Conversation.objects.create(owner=owner, settings={"temperature": 0.5})
+    page = browser.get(f"/c/{existing.pk}/").context["page_data"]
+    assert page["settings"] == {"temperature": 0.5}
+    other = Client()
+    other.force_login(outsider)
+    assert other.get("/").context["page_data"]["settings"] == {}
+
+    assert mark(poet, owner, False).json()["default"] is False
+    assert browser.get("/").context["page_data"]["settings"] == {}

@@ -165,7 +165,7 @@ def test_it_searches_message_text_as_well_as_titles(
     expect(page.locator("#conversation-list")).to_be_hidden()
 
     search.fill("potatoes")  # only in an answer's text
-    expect(page.locator("#search-status")).to_have_text("1 conversation match “potatoes”.")
+    expect(page.locator("#search-status")).to_have_text("1 conversation matches “potatoes”.")
     assert sidebar_titles(page, "search-results") == ["Soup"]
 
     search.fill("zebra")

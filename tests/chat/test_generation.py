@@ -178,6 +178,7 @@ async def test_a_follow_up_reuses_the_evaluated_history(
     assert cached < second["usage"]["prompt_tokens"]
 
 
+@pytest.mark.stack
 async def test_an_overlong_conversation_is_trimmed_oldest_first(
     owner: Any, second_model: Any, log_dir: Any
 ) -> None:
@@ -204,6 +205,7 @@ async def test_an_overlong_conversation_is_trimmed_oldest_first(
     assert done["usage"]["prompt_tokens"] + 64 <= 512
 
 
+@pytest.mark.stack
 async def test_a_single_prompt_too_long_for_the_context_fails_with_the_numbers(
     owner: Any, second_model: Any, log_dir: Any
 ) -> None:

@@ -28,6 +28,8 @@ from chat.options import InvalidOptions, options_parse
 from inference.engine import GrammarRefused, grammar_sampler_check
 from wizweb.default_model import default_model_path
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture(scope="module")
 def vocab() -> Iterator[object]:

@@ -370,7 +370,7 @@ class SocketDriver:
         return answer
 
     def close(self) -> None:
-        self.run(get_channel_layer().close_pools())
+        self.run(get_channel_layer().flush())
         self.run(sync_to_async(connections.close_all)())
         self.loop.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -23,9 +24,18 @@ from chat.services import (
     generations_reap,
     prompt_submit,
     queue_position_frames,
+    queued_frame,
 )
 from chat.streams import abort_key, chunk_log_key
-from inference.presence import PRESENCE_TTL, generation_queue_name, worker_state_get
+from inference.presence import (
+    PRESENCE_TTL,
+    WorkerState,
+    generation_queue_name,
+    worker_state_get,
+    worker_state_publish,
+    worker_state_remove,
+    worker_states,
+)
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
@@ -185,3 +195,40 @@ def test_it_refuses_an_unknown_model(owner: Any, default_model: Any) -> None:
         submit(owner, model="no-such-model")
     assert caught.value.code == "model_not_found"
     assert not Conversation.objects.exists()
+
+
+def wait_for_idle_workers(timeout: float = 30) -> None:
+    """Wait until no live worker reports a speed: one that wrote an answer for a test before
+    counts it for a few seconds more, and a wait estimate here must be the test's own."""
+    deadline = time.monotonic() + timeout
+    while sum(state.tokens_per_s for state in worker_states(redis_connection())) > 0:
+        assert time.monotonic() < deadline, "another worker is still writing"
+        time.sleep(0.1)
+
+
+def test_it_estimates_the_wait_in_the_queue_from_the_measured_speed(
+    owner: Any, default_model: Any
+) -> None:
+    conversation = Conversation.objects.create(owner=owner)
+    for length in (100, 200):
+        Message.objects.create(
+            conversation=conversation, role="assistant", state="done", completion_tokens=length
+        )
+    first = submit(owner).message
+    second = submit(owner).message
+    drop_queued_jobs()
+    wait_for_idle_workers()
+    # No worker writing: the speed is unknown, so no estimate.
+    assert {f["eta_s"] for _, f in queue_position_frames()} == {None}
+
+    connection = redis_connection()
+    worker_state_publish(connection, WorkerState(name="measured", host="h", pid=1, tokens_per_s=10))
+    try:
+        # 150 tokens an answer at 10 tokens/s: 15 s a place.
+        frames = {f["message"]: f for _, f in queue_position_frames()}
+        assert frames[str(first.id)]["position"] == 1
+        assert frames[str(first.id)]["eta_s"] == 15
+        assert frames[str(second.id)]["eta_s"] == 30
+        assert queued_frame(second.id) == frames[str(second.id)]
+    finally:
+        worker_state_remove(connection, "measured")

@@ -22,6 +22,7 @@ from tests.chat.test_generation import SCHEMA, WEATHER
 from tests.conftest import PASSWORD, SECOND_MODEL, start_worker
 
 pytestmark = [
+    pytest.mark.stack,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("channel_layer_closed"),
 ]

@@ -26,6 +26,8 @@ from inference.sampling import Sampling
 from tests.conftest import TOM_AS_JSON
 from wizweb.default_model import default_model_path
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[LlamaModel]:
@@ -294,9 +296,9 @@ def test_it_leaves_out_the_fewest_oldest_turns_measuring_the_history_a_few_times
     formatted = []
     measure = small._chat_tokens
 
-    def counting(messages: list[dict[str, str]], prefix: str) -> list[int]:
+    def counting(messages: list[dict[str, str]], sampling: Sampling) -> list[int]:
         formatted.append(len(messages))
-        return measure(messages, prefix)
+        return measure(messages, sampling)
 
     small._chat_tokens = counting  # type: ignore[method-assign]
     messages = turns(400)
@@ -306,8 +308,8 @@ def test_it_leaves_out_the_fewest_oldest_turns_measuring_the_history_a_few_times
     assert len(tokens) + 64 <= small.n_ctx
     # The fewest: keeping one more turn would not leave the room asked for.
     one_more = [messages[0], *messages[1:][trimmed.turns - 1 :]]
-    assert len(measure(one_more, "")) + 64 > small.n_ctx
-    assert trimmed.tokens == len(measure(messages, "")) - len(tokens)
+    assert len(measure(one_more, Sampling())) + 64 > small.n_ctx
+    assert trimmed.tokens == len(measure(messages, Sampling())) - len(tokens)
     assert len(formatted) <= 14, "bisection, not one try per turn"
     # A stop is heard while a long history is measured.
     generation = small.submit(GenerationRequest(messages=turns(2000)))

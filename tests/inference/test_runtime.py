@@ -13,7 +13,7 @@ from django.test import override_settings
 from inference.runtime import ModelLoadError, ModelRuntime
 from models_admin.loading import model_memory_estimate, model_spec
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.stack, pytest.mark.django_db]
 
 SMALL = {"n_ctx": 512, "parallel": 2}
 

@@ -17,6 +17,8 @@ from inference.sampling import Sampling
 from inference.scheduler import MIN_CHUNK, Scheduler, Sequence
 from wizweb.default_model import default_model_path
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[LlamaModel]:

@@ -129,7 +129,7 @@ def test_a_load_that_fails_on_the_worker_is_told_and_a_delete_asks_first(
     expect(page.locator(f'#local-models tr[data-model="{vanished_model.pk}"]')).to_have_count(0)
 
 
-@pytest.mark.parametrize("path", ["/", "/models/"])
+@pytest.mark.parametrize("path", ["/", "/models/", "/usage/"])
 def test_a_staff_members_pages_fit_a_phone(
     path: str, default_model: Any, web_server: str, admin_page: Page
 ) -> None:
@@ -142,5 +142,34 @@ def test_a_staff_members_pages_fit_a_phone(
     for link in page.locator(".topbar a, .topbar button").all():
         box = link.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, link
-    name = "models-phone.png" if path == "/models/" else "chat-phone-staff.png"
+    name = {"/models/": "models-phone.png", "/usage/": "usage-phone.png"}.get(
+        path, "chat-phone-staff.png"
+    )
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_messages_stay_few_and_do_not_push_the_page_down(
+    default_model: LocalModel, admin_page: Page
+) -> None:
+    page = admin_page
+    heading = page.get_by_role("heading", name="On disk")
+    before = heading.bounding_box()
+    load = page.locator(f'#local-models tr[data-model="{default_model.pk}"] .load-form')
+    # A worker that is not there: each Load is refused with a sentence.
+    page.evaluate(
+        """(select) => select.add(new Option("gone-worker", "gone-worker", true, true))""",
+        load.get_by_label("Worker").element_handle(),
+    )
+    flashes = page.locator("#flashes .flash")
+    for count in range(1, 6):
+        load.get_by_role("button", name="Load").click()
+        expect(flashes).to_have_count(min(count, 3))
+        expect(load.get_by_role("button", name="Load")).to_be_enabled()
+    expect(flashes.first).to_contain_text("gone-worker")
+    assert heading.bounding_box() == before
+    box = page.locator("#flashes").bounding_box()
+    viewport = page.viewport_size
+    assert box is not None and viewport is not None
+    assert box["y"] + box["height"] <= viewport["height"]
+    flashes.first.get_by_role("button", name="Dismiss").click()
+    expect(flashes).to_have_count(2)

@@ -281,6 +281,7 @@ def test_a_cancel_stops_the_transfer_within_a_second_and_asking_again_resumes(
     assert sha256_of(resumed.local_model.path) == DEFAULT_MODEL_SHA256
 
 
+@pytest.mark.stack
 def test_it_resumes_after_the_download_worker_is_killed_mid_file(
     hub: FakeHub, staff: Any, clean_downloads: None, log_dir: Path
 ) -> None:
@@ -321,6 +322,7 @@ def test_it_resumes_after_the_download_worker_is_killed_mid_file(
     assert sha256_of(download.local_model.path) == DEFAULT_MODEL_SHA256
 
 
+@pytest.mark.stack
 def test_stopping_the_worker_stops_its_download_at_once_and_the_next_start_resumes(
     hub: FakeHub, staff: Any, clean_downloads: None, log_dir: Path
 ) -> None:

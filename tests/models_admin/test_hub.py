@@ -3,6 +3,9 @@ repo's GGUF files, the header from a file's first bytes, and whether each file f
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from models_admin.fit import file_fit
 from models_admin.gguf_metadata import gguf_read_header_prefix
 from models_admin.hub import (
     HEADER_PREFIX_BYTES,
+    HUB_DEADLINE_S,
     HubError,
     hub_file_prefix,
     hub_repo,
@@ -125,3 +129,46 @@ def test_it_says_in_numbers_whether_a_file_fits_the_disk_and_each_worker(
     unknown = file_fit(hub_file=repo.files[0], header={}, workers=[])
     assert not unknown.kv_known
     assert unknown.n_ctx == 2048
+
+
+@pytest.fixture
+def silent_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Hub that never answers: a port that accepts connections (the kernel's backlog) and
+    never reads or writes, as a half-open link or a captive network does. HF_ENDPOINT points at
+    it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    yield url
+    listener.close()
+
+
+OFFLINE = (
+    r"seems to be offline\. To add a model without internet, copy its GGUF file into the "
+    r"models folder \(.+\) and press Scan models dir\."
+)
+
+
+@pytest.mark.parametrize("endpoint", ["http://wiz-hub.invalid", "http://127.0.0.1:1"])
+def test_a_hub_that_cannot_be_reached_says_the_box_seems_offline(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)  # no such name; a closed port
+    with pytest.raises(HubError, match=OFFLINE) as raised:
+        hub_search(query="SmolLM2")
+    assert "Errno" not in str(raised.value)
+    with pytest.raises(HubError, match=OFFLINE):
+        hub_repo(repo_id=SMOL_REPO)
+
+
+def test_a_hub_that_never_answers_fails_within_a_few_seconds(silent_hub: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(HubError, match=OFFLINE):
+        hub_search(query="SmolLM2")
+    # The deadline, with room for a loaded machine; without it the page waited 24-27 s (or, on
+    # a silent link, until huggingface_hub's own timeout, if ever).
+    assert time.monotonic() - started < HUB_DEADLINE_S + 4
+    with pytest.raises(HubError, match=OFFLINE):
+        hub_repo(repo_id=SMOL_REPO)

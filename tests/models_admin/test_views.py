@@ -12,6 +12,7 @@ from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.test import Client
 
+from inference.presence import worker_states
 from models_admin.loading import model_memory_estimate
 from models_admin.models import Download, LocalModel
 from models_admin.services import localmodel_scan
@@ -19,6 +20,7 @@ from tests.conftest import start_worker
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.models_admin.test_worker_control import state_of
 from tests.processes import wait_for
+from wizweb.redis_server import redis_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,11 +41,24 @@ def test_it_is_for_staff_only(owner: Any, default_model: Any) -> None:
     assert Client().get("/models/").status_code == 302
 
 
+def test_an_outsider_gets_a_page_that_says_why_not_plain_text(owner: Any) -> None:
+    response = logged_in(owner).get("/models/")
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")
+    body = response.content.decode()
+    assert "<h1>Not allowed</h1>" in body and "The model admin is for staff only." in body
+    assert "wizweb/base.css" in body and "Back to your conversations" in body
+
+
 def test_it_shows_the_models_and_their_metadata(staff: Any, default_model: Any) -> None:
     body = logged_in(staff).get("/models/").content.decode()
     assert default_model.name in body
     assert "Q4_1" in body and "llama" in body and "8192" in body
     assert "★ default" in body
+    # Its file is ready; whether it is loaded depends on the workers (another test's may hold it).
+    held = any(default_model.name in w.models for w in worker_states(redis_connection()))
+    state = "loaded" if held else "on disk, not loaded"
+    assert f'<td data-field="state" data-file-state="ready">{state}</td>' in body
 
 
 def test_it_sets_the_default_and_deletes_a_model(staff: Any, second_model: Any) -> None:
@@ -58,6 +73,7 @@ def test_it_sets_the_default_and_deletes_a_model(staff: Any, second_model: Any) 
     assert LocalModel.objects.get().is_default  # the default passed to the one left
 
 
+@pytest.mark.stack
 def test_it_refuses_to_delete_a_loaded_model_and_loads_on_a_worker(
     staff: Any, second_model: Any, log_dir: Any
 ) -> None:
@@ -128,6 +144,17 @@ def test_it_searches_the_hub_and_shows_a_repos_files_with_fit_numbers(
 def test_it_says_why_the_hub_cannot_answer(staff: Any, hub: Any) -> None:
     body = logged_in(staff).get("/models/?repo=wiz-test/Nope").content.decode()
     assert "There is no repo wiz-test/Nope on the Hub" in body
+
+
+def test_a_search_with_no_internet_suggests_copying_files_and_scan(
+    staff: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://wiz-hub.invalid")
+    body = logged_in(staff).get("/models/?q=SmolLM2").content.decode()
+    assert "this box seems to be offline" in body
+    assert f"copy its GGUF file into the models folder ({settings.MODELS_DIR})" in body
+    assert "press Scan models dir" in body
+    assert "Errno" not in body and "ConnectError" not in body
 
 
 def test_a_download_starts_from_the_page_and_asking_again_joins_it(

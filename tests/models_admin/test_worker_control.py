@@ -16,7 +16,7 @@ from tests.conftest import start_worker
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 
 
 def state_of(name: str) -> WorkerState | None:

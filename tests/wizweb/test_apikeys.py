@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from wizweb.apikeys import apikey_create
 from wizweb.models import ApiKey, api_key_hash
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +88,23 @@ def test_it_ignores_a_revoke_of_a_key_id_that_is_not_one(owner: Any, key_id: str
     response = client.post("/account/keys/", {"action": "revoke", "key": key_id})
     assert response.status_code == 200
     assert ApiKey.objects.get(user=owner).is_active
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_notes_when_a_key_was_last_used_to_the_minute(owner: Any) -> None:
+    """The keys page shows the minute; a database write per request would buy nothing more."""
+    secret = apikey_create(user=owner, name="script").secret
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    def used_at() -> Any:
+        return ApiKey.objects.get(user=owner).last_used_at
+
+    assert client.get("/v1/models").status_code == 200
+    first = used_at()
+    assert first is not None
+    ApiKey.objects.filter(user=owner).update(last_used_at=first - timedelta(seconds=30))
+    client.get("/v1/models")
+    assert used_at() == first - timedelta(seconds=30)
+    ApiKey.objects.filter(user=owner).update(last_used_at=first - timedelta(minutes=2))
+    client.get("/v1/models")
+    assert used_at() > first - timedelta(seconds=1)

@@ -29,6 +29,8 @@ from tests.chat.test_consumer import LONG_PROMPT
 from tests.processes import MANAGE, Child, free_port, wait_for
 from wizweb.redis_server import redis_wait_ready
 
+pytestmark = pytest.mark.stack
+
 
 def healthz(url: str, key: str = "") -> dict | None:
     """/healthz's body, with the details when `key` is a staff user's API key."""

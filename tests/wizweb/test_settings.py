@@ -28,6 +28,11 @@ def manage_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
         ("DJANGO_DEBUG", "maybe"),
         ("REDIS_URL", "localhost:6379"),
         ("DATABASE_URL", "nosuchdb://x/y"),
+        ("WIZ_LOGIN_FAILURE_LIMIT", "-1"),
+        ("WIZ_LOGIN_LOCKOUT_MINUTES", "0"),
+        ("WIZ_LOG_FORMAT", "xml"),
+        ("WIZ_TOKENS_PER_DAY", "-5"),
+        ("WIZ_REQUESTS_PER_MINUTE", "many"),
     ],
 )
 def test_it_stops_with_one_line_naming_a_bad_value(tmp_path: Path, name: str, value: str) -> None:

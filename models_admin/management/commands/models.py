@@ -6,7 +6,7 @@
                                       fetch a file in the foreground, with a progress bar
     models list                       the models on disk and the downloads under way
     models rm NAME_OR_ID [--yes]      delete a model and its file
-    models scan                       register the GGUF files found in the models dir
+    models scan [--add-only]          register the GGUF files found in the models dir
 
 `download` runs the same service as the download worker, in this process; Ctrl-C cancels it
 and keeps the partial file, and the same command again resumes it.
@@ -62,7 +62,13 @@ class Command(BaseCommand):
         remove = commands.add_parser("rm", help="Delete a model and its file.")
         remove.add_argument("model", metavar="NAME_OR_ID")
         remove.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
-        commands.add_parser("scan", help="Register the GGUF files found in the models dir.")
+        scan = commands.add_parser("scan", help="Register the GGUF files found in the models dir.")
+        scan.add_argument(
+            "--add-only",
+            action="store_true",
+            help="Only register new files; leave alone the models whose file is not here "
+            "(on a worker machine: the server's).",
+        )
 
     def handle(self, *args: Any, command: str, **options: Any) -> None:
         # One line per HTTP request would tear the progress bar apart.
@@ -211,8 +217,8 @@ class Command(BaseCommand):
         localmodel_delete(model=chosen)
         self.stdout.write(f"Deleted {chosen.name}.")
 
-    def _scan(self, **_: Any) -> None:
-        report = localmodel_scan()
+    def _scan(self, *, add_only: bool, **_: Any) -> None:
+        report = localmodel_scan(add_only=add_only)
         for model in report.added:
             self.stdout.write(f"Registered {model.file} as {model.name!r}.")
         for model in report.missing:

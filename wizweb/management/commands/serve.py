@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -74,6 +75,10 @@ class Command(BaseCommand):
         if not 0 < port < 65536:
             raise CommandError("--port must be between 1 and 65535.")
         call_command("migrate", interactive=False, verbosity=0)
+        # The last run's processes are gone: their metric files would only add stale gauges
+        # (Prometheus takes the counters' fall to zero as the restart it is).
+        shutil.rmtree(settings.METRICS_DIR, ignore_errors=True)
+        Path(settings.METRICS_DIR).mkdir()
         self._default_model()
         self._first_admin()
         config = self._write_config(host=host, port=port, workers=workers)
@@ -137,7 +142,20 @@ class Command(BaseCommand):
         sections.append(
             _program(
                 "web",
-                [python, "-m", "daphne", "-b", host, "-p", str(port), "wizweb.asgi:application"],
+                # --verbosity 0: no daphne access log, which writes query strings; the
+                # request log (wizweb.request_log) has a line per request instead.
+                [
+                    python,
+                    "-m",
+                    "daphne",
+                    "-v",
+                    "0",
+                    "-b",
+                    host,
+                    "-p",
+                    str(port),
+                    "wizweb.asgi:application",
+                ],
                 priority=10,
             )
         )

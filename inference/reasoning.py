@@ -1,0 +1,170 @@
+"""Thinking apart from the answer, with no model behind it: shown text in, two channels out.
+
+Models that think (Qwen3, DeepSeek-R1 distills, SmolLM3) write their reasoning between their
+template's markers, `<think>` and `</think>`, and then the answer. `ReasoningSplitter` takes the
+text `TextAssembler` releases and says which part is reasoning and which is content, never
+giving out part of a marker. Only a block at the start of the answer counts: a `<think>` in the
+middle of an answer is the answer's own text (code about thinking models, say).
+
+A block that opens and never closes (the answer ran out of tokens, or the model forgot) is not
+lost: its text becomes the content and `note` says why, so the reader still gets every word.
+What the templates say about thinking (markers, how it is switched, tools) is read here too,
+from the template's text, so the worker and the model-admin page agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from inference.text import partial_stop_len
+
+Channel = Literal["reasoning", "content"]
+
+UNCLOSED_NOTE = "The model began thinking and never finished; what it wrote is kept as the answer."
+
+
+@dataclass(frozen=True)
+class ReasoningMarkers:
+    open: str
+    close: str
+
+
+THINK = ReasoningMarkers("<think>", "</think>")
+
+# Markers other families use, first match wins when a template is read.
+KNOWN_MARKERS: tuple[ReasoningMarkers, ...] = (
+    THINK,
+    ReasoningMarkers("<|begin_of_thought|>", "<|end_of_thought|>"),
+    ReasoningMarkers("<thinking>", "</thinking>"),
+)
+
+
+@dataclass(frozen=True)
+class Piece:
+    channel: Channel
+    text: str
+
+
+class ReasoningSplitter:
+    """The answer's text split into reasoning and content as it streams.
+
+    `thinking=True` when the prompt already opened the block (a template that ends its
+    generation prompt with `<think>`, or a response prefix that does): the first text is then
+    reasoning without a marker."""
+
+    def __init__(self, markers: ReasoningMarkers = THINK, *, thinking: bool = False) -> None:
+        self.markers = markers
+        self.reasoning = ""
+        self.content = ""
+        self.note = ""
+        self.closed = False  # a block was opened and closed
+        self._state: Literal["start", "reasoning", "content"] = "reasoning" if thinking else "start"
+        self._opened = thinking
+        self._buffer = ""  # text not given out yet: part of a marker, or whitespace at an edge
+
+    @property
+    def thinking(self) -> bool:
+        """The model is inside its thinking block now."""
+        return self._state == "reasoning"
+
+    def feed(self, text: str) -> list[Piece]:
+        """Add released text; the pieces that may be shown now, in order."""
+        self._buffer += text
+        out: list[Piece] = []
+        while True:
+            if self._state == "start":
+                stripped = self._buffer.lstrip()
+                if stripped.startswith(self.markers.open):
+                    self._buffer = stripped[len(self.markers.open) :]
+                    self._state, self._opened = "reasoning", True
+                    continue
+                if self.markers.open.startswith(stripped):
+                    break  # only whitespace or part of the opening marker so far
+                self._state = "content"
+                continue
+            if self._state == "reasoning":
+                end = self._buffer.find(self.markers.close)
+                if end != -1:
+                    self._emit("reasoning", self._buffer[:end].rstrip(), out)
+                    self._buffer = self._buffer[end + len(self.markers.close) :]
+                    self._state, self.closed = "content", True
+                    continue
+                # Hold back what could start the closing marker, and trailing whitespace,
+                # which is dropped if the marker follows it.
+                held = partial_stop_len(self._buffer, (self.markers.close,))
+                ready = self._buffer[: len(self._buffer) - held]
+                held += len(ready) - len(ready.rstrip())
+                self._emit("reasoning", self._buffer[: len(self._buffer) - held], out)
+                self._buffer = self._buffer[len(self._buffer) - held :]
+                break
+            if self.closed and not self.content:
+                self._buffer = self._buffer.lstrip()  # the blank line after the block
+            self._emit("content", self._buffer, out)
+            self._buffer = ""
+            break
+        return out
+
+    def finish(self) -> list[Piece]:
+        """The end of the answer: held text released; an unclosed block becomes the content."""
+        out: list[Piece] = []
+        if self._state == "reasoning":
+            # The reader saw this text as reasoning; `content` and `note` now say what it is.
+            self.content = (self.reasoning + self._buffer).strip()
+            self.note = UNCLOSED_NOTE if self.content else ""
+            self.reasoning = ""
+        elif self._state == "start":
+            self._emit("content", self._buffer, out)  # whitespace or part of a marker
+        self._buffer = ""
+        self._state = "content"
+        return out
+
+    def _emit(self, channel: Channel, text: str, out: list[Piece]) -> None:
+        if channel == "reasoning" and not self.reasoning:
+            text = text.lstrip()
+        if not text:
+            return
+        if channel == "reasoning":
+            self.reasoning += text
+        else:
+            self.content += text
+        if out and out[-1].channel == channel:
+            out[-1] = Piece(channel, out[-1].text + text)
+        else:
+            out.append(Piece(channel, text))
+
+
+@dataclass(frozen=True)
+class TemplateReasoning:
+    """What a chat template says about thinking and tools, read from its text."""
+
+    thinks: bool
+    markers: ReasoningMarkers | None
+    switch: str  # "enable_thinking", "/think", or "" when it cannot be switched
+    opens_block: bool  # its generation prompt already opens the block
+    tools: bool  # it renders `tools` itself (native tool calling)
+    keeps_reasoning: bool  # it feeds earlier turns' reasoning back (`reasoning_content`)
+
+
+def template_reasoning(template: str) -> TemplateReasoning:
+    markers = next((m for m in KNOWN_MARKERS if m.open in template and m.close in template), None)
+    if "enable_thinking" in template:
+        switch = "enable_thinking"
+    elif "/no_think" in template:
+        switch = "/think"
+    else:
+        switch = ""
+    # What the template writes after `add_generation_prompt`, up to the end of that `if`.
+    after = template.rsplit("add_generation_prompt", 1)[-1] if markers else ""
+    generation_prompt = re.split(r"\{%-?\s*endif", after, maxsplit=1)[0]
+    return TemplateReasoning(
+        thinks=markers is not None,
+        markers=markers,
+        switch=switch if markers else "",
+        opens_block=markers is not None
+        and markers.open in generation_prompt
+        and markers.close not in generation_prompt,
+        tools="tools" in template and "tool_call" in template,
+        keeps_reasoning="reasoning_content" in template,
+    )
