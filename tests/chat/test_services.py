@@ -51,6 +51,25 @@ def submit(user: Any, content: str = "hi", **options: Any) -> Any:
     )
 
 
+def submissions_at_once(user: Any, count: int) -> list[str]:
+    """`count` prompts of `user` submitted together from as many threads (let go at once by
+    a barrier): "accepted" or the refusal's code for each."""
+    start = threading.Barrier(count)
+
+    def prompt(_: int) -> str:
+        try:
+            start.wait()
+            submit(user)
+            return "accepted"
+        except ChatError as exc:
+            return exc.code
+        finally:
+            db_connection.close()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(prompt, range(count)))
+
+
 @pytest.fixture(autouse=True)
 def queues_no_worker_serves() -> Any:
     # The session's inference worker may be running: these tests watch rows stay queued.
@@ -157,20 +176,7 @@ def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
 def test_it_holds_the_pending_limit_against_simultaneous_prompts(
     owner: Any, default_model: Any
 ) -> None:
-    start = threading.Barrier(10)
-
-    def prompt(_: int) -> str:
-        try:
-            start.wait()
-            submit(owner)
-            return "accepted"
-        except ChatError as exc:
-            return exc.code
-        finally:
-            db_connection.close()
-
-    with ThreadPoolExecutor(10) as pool:
-        results = list(pool.map(prompt, range(10)))
+    results = submissions_at_once(owner, 10)
     drop_queued_jobs()
     assert sorted(results) == ["accepted"] * 4 + ["too_many_pending"] * 6
     assert Message.objects.filter(conversation__owner=owner, role="assistant").count() == 4

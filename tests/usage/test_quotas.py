@@ -4,19 +4,16 @@ the socket's `quota_exceeded` and /v1's 429, and real tokens of real answers cou
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import openai
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection as db_connection
 from django.test import override_settings
 from django.utils import timezone
 from rq import Queue
@@ -26,6 +23,7 @@ from chat.options import options_parse
 from chat.services import ChatError, prompt_submit
 from inference.presence import generation_queue_name
 from tests.chat.socket_client import collect, open_socket, send_prompt
+from tests.chat.test_services import submissions_at_once, submit
 from usage.models import DailyUsage, Quota, RequestStamp
 from usage.quotas import limits_for
 from wizweb.apikeys import apikey_create
@@ -34,12 +32,6 @@ from wizweb.redis_server import redis_connection
 pytestmark = pytest.mark.django_db(transaction=True)
 
 IDLE_QUEUES = ["idle-high", "idle", "idle-low"]
-
-
-def submit(user: Any, content: str = "hi") -> Any:
-    return prompt_submit(
-        user=user, conversation_id=None, content=content, options=options_parse({})
-    )
 
 
 @pytest.fixture
@@ -81,20 +73,7 @@ def test_exactly_the_limit_of_simultaneous_requests_goes_through(
     owner: Any, outsider: Any, default_model: Any
 ) -> None:
     Quota.objects.create(user=owner, requests_per_minute=5)
-    start = threading.Barrier(20)
-
-    def prompt(_: int) -> str:
-        try:
-            start.wait()
-            submit(owner)
-            return "accepted"
-        except ChatError as exc:
-            return exc.code
-        finally:
-            db_connection.close()
-
-    with ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(prompt, range(20)))
+    results = submissions_at_once(owner, 20)
     assert sorted(results) == ["accepted"] * 5 + ["quota_exceeded"] * 15
     assert Message.objects.filter(conversation__owner=owner, role="assistant").count() == 5
     assert RequestStamp.objects.filter(user=owner).count() == 5
