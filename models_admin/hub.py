@@ -45,9 +45,9 @@ class HubError(Exception):
 # A person waits for a search or a repo's files. With no internet, resolving the Hub's name
 # alone took 24-27 s (the resolver's and huggingface_hub's retries), and a half-open link can
 # hang for good (huggingface_hub sets no timeout on these calls), so they run in a thread and
-# are given up after HUB_DEADLINE_S: the page answers at once that the box seems offline. The
-# thread is a daemon, so an abandoned call never holds up the process's exit.
-HUB_DEADLINE_S = 6.0
+# are given up after WIZ_HUB_DEADLINE_S (6 s; the tests shorten it): the page answers at once
+# that the box seems offline. The thread is a daemon, so an abandoned call never holds up the
+# process's exit.
 T = TypeVar("T")
 
 
@@ -70,7 +70,7 @@ def _within_deadline(call: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="hub-call", daemon=True).start()
     try:
-        return outcome.result(timeout=HUB_DEADLINE_S)
+        return outcome.result(timeout=settings.WIZ_HUB_DEADLINE_S)
     except FutureTimeout:
         raise _offline() from None
 

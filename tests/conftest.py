@@ -32,14 +32,9 @@ from wizweb.redis_server import redis_connection
 
 PASSWORD = "correct horse battery staple"
 
-# Tests that use these need a worker, daphne or a browser: `make check` leaves them out.
-STACK_FIXTURES = {
-    "inference_worker",
-    "web_server",
-    "pinned_worker",
-    "serial_pinned_worker",
-    "download_worker",
-}
+# Tests that use these need a worker, daphne or a browser: `make check` leaves them out. So does
+# any fixture named `…_worker`: by this suite's convention it starts one.
+STACK_FIXTURES = {"web_server"}
 FAST_TIER = os.environ.get("WIZ_TEST_TIER") == "fast"
 
 
@@ -49,7 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     one of them. `make check` runs the rest (`-m "not stack"`)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("browser") or fixtures & STACK_FIXTURES:
+        starts_a_worker = any(name.endswith("_worker") for name in fixtures)
+        if item.get_closest_marker("browser") or fixtures & STACK_FIXTURES or starts_a_worker:
             item.add_marker(pytest.mark.stack)
 
 

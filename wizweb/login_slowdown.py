@@ -12,10 +12,10 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
 
 # The first two failures cost nothing (a typo, then another); from the third try on each one
-# waits twice as long as the last, up to this many seconds, until axes locks the address or
-# the account at WIZ_LOGIN_FAILURE_LIMIT failures.
-FIRST_DELAY_S = 0.5
-MAX_DELAY_S = 4.0
+# waits twice as long as the last (WIZ_LOGIN_SLOWDOWN_FIRST_S at first, 0.5 s), up to eight
+# times the first wait, until axes locks the address or the account at WIZ_LOGIN_FAILURE_LIMIT
+# failures.
+MAX_DOUBLINGS = 3
 
 
 def login_delay(failures: int) -> float:
@@ -23,7 +23,7 @@ def login_delay(failures: int) -> float:
     its account (whichever has more)."""
     if failures < 2:
         return 0.0
-    return min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** (failures - 2))
+    return settings.WIZ_LOGIN_SLOWDOWN_FIRST_S * 2 ** min(MAX_DOUBLINGS, failures - 2)
 
 
 def login_failures(request: HttpRequest) -> int:

@@ -230,6 +230,10 @@ RQ_QUEUES = {
     for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE]
 }
 
+# How long a search or a repo's listing on the Hub may take before the models page says the box
+# seems offline (models_admin/hub.py). Not an operator's knob; the tests shorten it.
+WIZ_HUB_DEADLINE_S = 6.0
+
 # Whether people may create their own accounts at /accounts/signup/ (an admin's choice).
 WIZ_ALLOW_SIGNUP = _strict_bool("WIZ_ALLOW_SIGNUP", False)
 
@@ -254,6 +258,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=WIZ_LOGIN_LOCKOUT_MINUTES)
 # A typo followed by the right password leaves no strikes behind.
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "wizweb.views.login_locked"
+# Before the lock, failed logins slow the next try down: from the third on, this many seconds,
+# doubled at each failure up to eight times as long (wizweb/login_slowdown.py). Not an
+# operator's knob; the tests shorten it.
+WIZ_LOGIN_SLOWDOWN_FIRST_S = 0.5
 
 # Generation limits.
 WIZ_MAX_PENDING_PER_USER: int = _env_value("WIZ_MAX_PENDING_PER_USER", env.int, 4)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
-from django.test import Client
+from django.test import Client, override_settings
 
 from inference.presence import worker_states
 from models_admin.loading import model_memory_estimate
@@ -146,6 +146,7 @@ def test_it_says_why_the_hub_cannot_answer(staff: Any, hub: Any) -> None:
     assert "There is no repo wiz-test/Nope on the Hub" in body
 
 
+@override_settings(WIZ_HUB_DEADLINE_S=1.0)  # out of reach, a search waits the whole deadline
 def test_a_search_with_no_internet_suggests_copying_files_and_scan(
     staff: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

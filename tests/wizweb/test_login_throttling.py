@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from asgiref.sync import sync_to_async
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, override_settings
 from django.utils import timezone
 
 from tests.chat.socket_client import open_socket
@@ -23,6 +24,18 @@ from wizweb.apikeys import apikey_create
 from wizweb.login_slowdown import login_delay
 
 pytestmark = pytest.mark.django_db
+
+# The slowdown at its real length, for the tests of the slowdown itself.
+real_slowdown = override_settings(WIZ_LOGIN_SLOWDOWN_FIRST_S=0.5)
+
+
+@pytest.fixture(autouse=True)
+def short_slowdown() -> Iterator[None]:
+    # Each failure past the second waits 0.5-4 s: about a minute in all for this module's
+    # lockouts, where the locks, not the waits, are under test.
+    with override_settings(WIZ_LOGIN_SLOWDOWN_FIRST_S=0.01):
+        yield
+
 
 LOCKED = "logging in is locked for 15 minutes"
 
@@ -173,10 +186,12 @@ async def test_a_session_from_the_login_form_opens_the_socket(owner: Any) -> Non
     await socket.disconnect()
 
 
+@real_slowdown
 def test_failures_slow_the_next_tries_from_the_third_on() -> None:
     assert [login_delay(n) for n in range(7)] == [0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
 
 
+@real_slowdown
 def test_a_login_after_two_failures_waits_before_it_is_checked(owner: Any) -> None:
     fail("10.0.0.7", "alice", 2)
     started = time.monotonic()
@@ -185,6 +200,7 @@ def test_a_login_after_two_failures_waits_before_it_is_checked(owner: Any) -> No
     assert response.status_code == 200
 
 
+@real_slowdown
 @pytest.mark.django_db(transaction=True)
 async def test_on_the_async_path_the_wait_holds_only_that_login(owner: Any) -> None:
     """daphne runs requests on its event loop: a slowed login must not hold up anyone else."""
