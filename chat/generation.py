@@ -16,10 +16,11 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from chat.grammar import GrammarError
 from chat.models import Message
-from chat.options import PRIORITIES, GenerationOptions
+from chat.options import GenerationOptions
 from chat.services import queue_position_frames
 from chat.streams import AbortWatcher, MessageStream
 from chat.tools import call_request, decision_request, tool_calls_from
+from inference.presence import PRIORITIES
 from inference.requests import (
     Finished,
     GenerationRequest,

@@ -27,34 +27,16 @@ from django.views.decorators.http import require_GET, require_POST
 from chat import services
 from chat.follow import message_follow
 from chat.models import Message
+from chat.options import OPTION_KEYS as PARSED_KEYS
 from chat.options import GenerationOptions, InvalidOptions, options_parse
 from models_admin.access import models_usable_by
 from wizweb.apikeys import apikey_from_request
 from wizweb.models import ApiKey
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
-# Our generation options, under their OpenAI names (and our extensions).
-OPTION_KEYS = {
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "max_tokens",
-    "stop",
-    "response_format",
-    "grammar",
-    "tools",
-    "tool_choice",
-    "response_prefix",
-    "priority",
-    "reasoning",
-    "reasoning_budget",
-    "reasoning_effort",
-}
+# Our generation options, under their OpenAI names (and our extensions): the model is the
+# request's own field, and a system prompt comes as a message.
+OPTION_KEYS = PARSED_KEYS - {"model", "system_prompt"}
 # OpenAI parameters that change nothing here; clients send them routinely.
 IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tier"}
 ROLES = {"system", "user", "assistant", "tool"}

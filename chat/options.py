@@ -10,9 +10,36 @@ from django.conf import settings
 
 from chat.grammar import GrammarError, grammar_check, json_object_grammar, schema_to_grammar
 from chat.tools import ToolRequest, ToolsError, tools_parse
+from inference.presence import PRIORITIES
 from inference.sampling import Sampling
 
-PRIORITIES = ("high", "normal", "low")
+# Every option `options_parse` takes (the socket's `options`, a conversation's settings, the
+# OpenAI adapter's parameters; `model` and `system_prompt` reach that adapter its own way).
+OPTION_KEYS = frozenset(
+    {
+        "model",
+        "system_prompt",
+        "temperature",
+        "top_p",
+        "min_p",
+        "top_k",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "max_tokens",
+        "stop",
+        "response_format",
+        "grammar",
+        "response_prefix",
+        "reasoning",
+        "reasoning_budget",
+        "reasoning_effort",
+        "priority",
+        "tools",
+        "tool_choice",
+    }
+)
 MAX_STOP_STRINGS = 4
 MAX_SYSTEM_PROMPT_CHARS = 20_000
 # OpenAI's `reasoning_effort` as a thinking budget in tokens (None: as long as it takes);
@@ -113,6 +140,8 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
     priority = "normal"
     grammar = None
     for key, value in raw.items():
+        if key not in OPTION_KEYS:
+            raise InvalidOptions(key, "is not a known option.")
         if value is None:
             continue
         match key:
@@ -172,7 +201,7 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
             case "tools" | "tool_choice":
                 pass  # checked together below
             case _:
-                raise InvalidOptions(key, "is not a known option.")
+                raise AssertionError(f"{key} is in OPTION_KEYS but options_parse skips it")
     if "reasoning_effort" in raw and "reasoning_budget" in raw:
         raise InvalidOptions("reasoning_effort", "cannot be combined with reasoning_budget.")
     if values.get("reasoning") is False and values.get("reasoning_budget") is not None:

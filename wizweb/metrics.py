@@ -83,8 +83,7 @@ class LiveStateCollector(Collector):
         import redis
         from rq import Queue
 
-        from chat.options import PRIORITIES
-        from inference.presence import worker_states
+        from inference.presence import PRIORITIES, worker_states
         from wizweb.redis_server import redis_connection
 
         up = GaugeMetricFamily("wiz_redis_up", "Whether Redis answers (1) or not (0).")
