@@ -39,6 +39,7 @@ STACK_FIXTURES = {
     "pinned_worker",
     "serial_pinned_worker",
     "download_worker",
+    "document_worker",
 }
 FAST_TIER = os.environ.get("WIZ_TEST_TIER") == "fast"
 

@@ -299,7 +299,12 @@ def restart_redis(served: Served) -> float:
     return time.monotonic()
 
 
-PROGRAMS = {"web": "daphne", "inference": "inference_worker", "downloads": "rqworker"}
+PROGRAMS = {
+    "web": "daphne",
+    "inference": "inference_worker",
+    "downloads": "DownloadWorker",
+    "documents": "DocumentWorker",
+}
 
 
 @pytest.mark.timeout(300)

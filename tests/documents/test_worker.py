@@ -1,0 +1,198 @@
+"""Indexing on the real documents worker: a 60-page PDF with a fact planted on page 37 is
+found by a question about it (on SQLite, and on PostgreSQL with DATABASE_URL), progress
+reaches the owner's socket, and a job that dies leaves its document failed with a sentence."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import psutil
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from documents.models import Collection, Document
+from documents.selectors import passages_search
+from documents.services import WORKER_DIED, collection_create, document_upload
+from tests.conftest import session_cookie
+from tests.documents.conftest import (
+    FACT_QUESTION,
+    FILLER,
+    PLANTED_FACT,
+    fact_pdf,
+    pdf_bytes,
+    start_document_worker,
+    upload,
+)
+from tests.processes import Child, wait_for
+from wizweb.asgi import application
+
+pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
+
+
+def state_of(document: Document) -> Document:
+    document.refresh_from_db()
+    return document
+
+
+def finished(document: Document, timeout: float = 120) -> Document:
+    return wait_for(
+        lambda: (d := state_of(document)).state in ("ready", "failed") and d,
+        timeout=timeout,
+        what=f"document {document.pk} to be indexed",
+    )
+
+
+def test_a_fact_on_page_37_of_60_is_the_first_passage_found(
+    owner: Any, outsider: Any, document_worker: Child
+) -> None:
+    collection = collection_create(user=owner, name="Freezer manual")
+    document = document_upload(
+        user=owner, collection=collection, upload=upload("manual.pdf", fact_pdf(fact=PLANTED_FACT))
+    )
+    done = finished(document)
+    assert done.state == "ready", done.error
+    assert (done.pages, done.pages_done, done.pages_total) == (60, 60, 60)
+
+    hits = passages_search(user=owner, question=FACT_QUESTION)
+
+    assert hits, "nothing found"
+    assert hits[0].passage.page == 37
+    assert "4471" in hits[0].passage.text
+    assert hits[0].document.name == "manual.pdf"
+    assert passages_search(user=outsider, question=FACT_QUESTION) == []
+    vendor = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    print(f"\n{vendor}: page-37 passage first among {len(hits)} hits")
+
+
+@pytest.mark.usefixtures("channel_layer_closed")
+async def test_progress_reaches_the_owners_socket_and_nobody_elses(
+    owner: Any, outsider: Any, document_worker: Child
+) -> None:
+    sockets = []
+    for user in (owner, outsider):
+        cookie = await sync_to_async(session_cookie)(user)
+        socket = WebsocketCommunicator(
+            application,
+            "/ws/documents/",
+            headers=[
+                (b"host", b"testserver"),
+                (b"origin", b"http://testserver"),
+                (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+            ],
+        )
+        assert (await socket.connect())[0]
+        sockets.append(socket)
+    mine, theirs = sockets
+    pages = [f"Page {n}. " + FILLER * 4 for n in range(1, 21)]
+
+    def add() -> Document:
+        collection = collection_create(user=owner, name="c")
+        return document_upload(
+            user=owner, collection=collection, upload=upload("p.pdf", pdf_bytes(pages))
+        )
+
+    document = await sync_to_async(add)()
+    frames = []
+    while True:
+        frame = await mine.receive_json_from(timeout=120)
+        assert frame.get("document") == document.pk
+        frames.append(frame)
+        if frame["type"] != "document.progress":
+            break
+    assert frames[-1] == {
+        "type": "document.ready",
+        "document": document.pk,
+        "pages": 20,
+        "tokens": frames[-1]["tokens"],
+        "passages": 20,
+    }
+    progress = [(f["pages_done"], f["pages_total"]) for f in frames[:-1]]
+    assert progress[0] == (0, 0) and progress[-1] == (20, 20)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert {f["state"] for f in frames[:-1]} == {"indexing"}
+    assert await theirs.receive_nothing(timeout=0.5)
+    for socket in sockets:
+        await socket.disconnect()
+
+    # A page that connects later is told the state at once.
+    late = WebsocketCommunicator(
+        application,
+        "/ws/documents/",
+        headers=[
+            (b"host", b"testserver"),
+            (b"origin", b"http://testserver"),
+            (
+                b"cookie",
+                f"{settings.SESSION_COOKIE_NAME}="
+                f"{await sync_to_async(session_cookie)(owner)}".encode(),
+            ),
+        ],
+    )
+    assert (await late.connect())[0]
+    assert (await late.receive_json_from(timeout=10))["type"] == "document.ready"
+    await late.disconnect()
+
+
+def _big_pdf() -> bytes:
+    return pdf_bytes([f"Page {n}. " + FILLER * 12 for n in range(1, 301)])
+
+
+def _start_long_indexing(owner: Any) -> Document:
+    collection: Collection = collection_create(user=owner, name="Long")
+    document = document_upload(
+        user=owner, collection=collection, upload=upload("big.pdf", _big_pdf())
+    )
+    return wait_for(
+        lambda: (d := state_of(document)).state == "indexing" and d.pages_done > 0 and d,
+        timeout=120,
+        what="the indexing to be under way",
+    )
+
+
+def _horse_of(worker: Child) -> psutil.Process:
+    return wait_for(
+        lambda: next(iter(psutil.Process(worker.pid).children()), None),
+        timeout=10,
+        what="the worker's horse",
+    )
+
+
+def test_a_horse_killed_mid_file_fails_its_document_with_a_sentence(
+    owner: Any, document_worker: Child
+) -> None:
+    document = _start_long_indexing(owner)
+    _horse_of(document_worker).send_signal(signal.SIGKILL)
+    failed = wait_for(
+        lambda: (d := state_of(document)).state != "indexing" and d,
+        timeout=30,
+        what="the document to leave indexing",
+    )
+    assert (failed.state, failed.error) == ("failed", WORKER_DIED)
+    assert not failed.passages.exists()
+
+
+def test_a_worker_killed_with_its_horse_leaves_the_document_failed_by_the_next_worker(
+    owner: Any, clean_documents: None, log_dir: Any
+) -> None:
+    first = start_document_worker(log_dir)
+    try:
+        document = _start_long_indexing(owner)
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its horse, nothing said
+        first.process.wait()
+    finally:
+        first.stop()
+    assert state_of(document).state == "indexing"
+    second = start_document_worker(log_dir)
+    try:
+        failed = wait_for(
+            lambda: (d := state_of(document)).state != "indexing" and d,
+            timeout=30,
+            what="the reaper to fail the document",
+        )
+    finally:
+        second.stop()
+    assert (failed.state, failed.error) == ("failed", WORKER_DIED)
