@@ -64,13 +64,15 @@ def image_only_pdf_bytes(pages: int = 3) -> bytes:
 def fact_pdf(total: int = 60, fact_page: int = 37, fact: str = "") -> bytes:
     pages = []
     for number in range(1, total + 1):
-        text = f"Page {number}. " + FILLER * 6
+        # Every page shares words with the question, so the ranking, not a lone match, decides.
+        text = f"Page {number}. {DECOY} " + FILLER * 6
         if number == fact_page:
             text += fact
         pages.append(text)
     return pdf_bytes(pages)
 
 
+DECOY = "The freezer log and the combination of reagents were checked."
 PLANTED_FACT = "The combination of the cryogenic freezer in room B14 is 4471, set by Dr. Okonkwo."
 FACT_QUESTION = "What is the combination of the cryogenic freezer?"
 
