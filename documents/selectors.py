@@ -8,6 +8,7 @@ exist for them (404)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,10 +125,10 @@ def passages_search(
             return []  # narrowed to nothing
         wanted = Q(pk__in=document_ids) | Q(collection__in=collection_ids)
         readable = readable.filter(wanted)
-    candidates = Passage.objects.filter(document__in=readable.values("pk"))
     if connection.vendor == "postgresql":
+        candidates = Passage.objects.filter(document__in=readable.values("pk"))
         return _search_postgresql(candidates, terms, limit)
-    return _search_sqlite(candidates, terms, limit)
+    return _search_sqlite(readable, terms, limit)
 
 
 def _search_postgresql(
@@ -144,17 +145,23 @@ def _search_postgresql(
     return [SearchHit(p, float(p.score)) for p in ranked]
 
 
-def _search_sqlite(candidates: QuerySet[Passage], terms: list[str], limit: int) -> list[SearchHit]:
+def _search_sqlite(readable: QuerySet[Document], terms: list[str], limit: int) -> list[SearchHit]:
     # Each term a quoted FTS5 string (it holds only word characters), joined with OR.
     match = " OR ".join(f'"{t}"' for t in terms)
-    allowed_sql, allowed_params = candidates.values("pk").query.sql_with_params()
+    # The readable documents' ids first, then one join: with the access subquery inside the
+    # FTS query SQLite ran it per matching row (65 ms against 1 ms for 900 passages).
+    document_ids = list(readable.values_list("pk", flat=True))
+    if not document_ids:
+        return []
     sql = (
-        "SELECT rowid, bm25(documents_passage_fts) FROM documents_passage_fts "
-        f"WHERE documents_passage_fts MATCH %s AND rowid IN ({allowed_sql}) "
-        "ORDER BY 2, rowid LIMIT %s"
+        "SELECT f.rowid, bm25(documents_passage_fts) FROM documents_passage_fts f "
+        "JOIN documents_passage p ON p.id = f.rowid "
+        "WHERE documents_passage_fts MATCH %s "
+        "AND p.document_id IN (SELECT value FROM json_each(%s)) "
+        "ORDER BY 2, f.rowid LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [match, *allowed_params, limit])
+        cursor.execute(sql, [match, json.dumps(document_ids), limit])
         ranked = cursor.fetchall()
     # BM25 is lower for a better match in FTS5; turned around so that higher is better.
     passages = Passage.objects.select_related("document").in_bulk([pk for pk, _ in ranked])
