@@ -8,6 +8,7 @@ import os
 import signal
 from typing import Any
 
+import django_rq
 import psutil
 import pytest
 from asgiref.sync import sync_to_async
@@ -198,3 +199,24 @@ def test_a_worker_killed_with_its_horse_leaves_the_document_failed_by_the_next_w
     finally:
         second.stop()
     assert (failed.state, failed.error) == ("failed", WORKER_DIED)
+
+
+def test_a_queued_document_whose_job_redis_forgot_is_queued_again_and_indexed(
+    owner: Any, clean_documents: None, log_dir: Any
+) -> None:
+    collection = collection_create(user=owner, name="c")
+    document = document_upload(
+        user=owner, collection=collection, upload=upload("a.txt", b"the quokka smiles")
+    )
+    forgotten = document.job_id
+    queue = django_rq.get_queue(settings.DOCUMENT_QUEUE)
+    assert queue.job_ids == [forgotten]
+    queue.empty()  # what a restart of the private Redis does: the queue and its jobs are gone
+    worker = start_document_worker(log_dir)
+    try:
+        done = finished(document, timeout=60)
+    finally:
+        worker.stop()
+    assert done.state == "ready", done.error
+    assert done.job_id != forgotten
+    assert [h.document.pk for h in passages_search(user=owner, question="quokka")] == [done.pk]
