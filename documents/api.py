@@ -22,7 +22,7 @@ from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 # Room for the multipart envelope around the file itself.
 MULTIPART_SLACK = 64 * 1024
-STATUS = {"file_too_large": 413, "quota_exceeded": 413}
+STATUS = {"file_too_large": 413, "quota_exceeded": 413, "disk_full": 507}
 DOWNLOAD_TYPES: dict[str, str] = {
     Document.Kind.PDF: "application/pdf",
     Document.Kind.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",

@@ -11,6 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from documents.events import document_state_frames, documents_group
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
+from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 
 class DocumentsConsumer(AsyncWebsocketConsumer):
@@ -34,8 +35,21 @@ class DocumentsConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(frame))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is not None and '"ping"' in text_data:
+        try:
+            frame = untrusted_json_parse(text_data or "")
+        except UntrustedJSONError as exc:
+            await self.send_frame({"type": "error", "code": "invalid_json", "message": str(exc)})
+            return
+        if isinstance(frame, dict) and frame.get("type") == "ping":
             await self.send_frame({"type": "pong"})
+            return
+        await self.send_frame(
+            {
+                "type": "error",
+                "code": "unknown_type",
+                "message": 'This socket only listens; send {"type": "ping"} or nothing.',
+            }
+        )
 
     async def documents_event(self, event: dict[str, Any]) -> None:
         # The socket outlives its handshake: a logout or a disabled account ends it here.

@@ -21,7 +21,7 @@ from django.http import Http404
 
 from documents.models import Collection, Document, Passage
 
-User = AbstractBaseUser | AnonymousUser
+Reader = AbstractBaseUser | AnonymousUser
 SEARCH_LIMIT = 8
 MAX_TERMS = 32
 _TERM = re.compile(r"\w+", re.UNICODE)
@@ -38,7 +38,7 @@ STOP_WORDS = frozenset(
 )
 
 
-def collections_readable_by(user: User) -> QuerySet[Collection]:
+def collections_readable_by(user: Reader) -> QuerySet[Collection]:
     if not user.is_authenticated:
         return Collection.objects.none()
     shared = Q(shared_with_everyone=True) | Q(shared_groups__user=user.pk)
@@ -47,7 +47,7 @@ def collections_readable_by(user: User) -> QuerySet[Collection]:
     return Collection.objects.filter(pk__in=visible)
 
 
-def documents_readable_by(user: User) -> QuerySet[Document]:
+def documents_readable_by(user: Reader) -> QuerySet[Document]:
     if not user.is_authenticated:
         return Document.objects.none()
     return Document.objects.filter(
@@ -55,7 +55,7 @@ def documents_readable_by(user: User) -> QuerySet[Document]:
     )
 
 
-def collection_get(*, user: User, collection_id: int) -> Collection:
+def collection_get(*, user: Reader, collection_id: int) -> Collection:
     """A collection the user may read, or 404."""
     collection = collections_readable_by(user).filter(pk=collection_id).first()
     if collection is None:
@@ -63,7 +63,7 @@ def collection_get(*, user: User, collection_id: int) -> Collection:
     return collection
 
 
-def document_get(*, user: User, document_id: int) -> Document:
+def document_get(*, user: Reader, document_id: int) -> Document:
     """A document the user may read, or 404."""
     document = documents_readable_by(user).select_related("owner").filter(pk=document_id).first()
     if document is None:
@@ -75,7 +75,7 @@ def collection_documents(*, collection: Collection) -> QuerySet[Document]:
     return collection.documents.select_related("owner").order_by("name", "pk")
 
 
-def documents_bytes_of(*, user: User) -> int:
+def documents_bytes_of(*, user: Reader) -> int:
     """What the user's stored files add up to, for the per-user limit."""
     return sum(Document.objects.filter(owner=user.pk).values_list("size_bytes", flat=True))
 
@@ -102,7 +102,7 @@ def search_terms(question: str) -> list[str]:
 
 def passages_search(
     *,
-    user: User,
+    user: Reader,
     question: str,
     documents: Iterable[int] | None = None,
     collections: Iterable[int] | None = None,

@@ -5,6 +5,7 @@ documents worker: extraction, passages, progress), with the reaper for jobs that
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import secrets
 import threading
@@ -154,15 +155,25 @@ def document_upload(*, user: User, collection: Collection | None, upload: Upload
     directory.mkdir(exist_ok=True)
     stored_name = secrets.token_hex(16)
     path = directory / stored_name
-    with path.open("wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
+    try:
+        with path.open("wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DocumentRefused(
+                "The server's disk is full; ask an admin to free some space.", "disk_full"
+            ) from None
+        raise
     try:
         size = path.stat().st_size  # what arrived, not what was declared
         too_large = upload_too_large(size)
         if too_large:
             raise DocumentRefused(too_large, "file_too_large")
-        name = Path(upload.name or "document").name[:255] or "document"
+        # Kept for lists and the download's Content-Disposition: no path, no control characters.
+        name = "".join(c for c in Path(upload.name or "").name if c.isprintable())
+        name = name.strip()[:255] or "document"
         detected = detect(path, name=name)
         with transaction.atomic():
             # Under a lock on the owner's row, so two uploads at once cannot both slip in under

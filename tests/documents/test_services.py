@@ -82,6 +82,10 @@ def test_it_stores_the_upload_under_a_random_name_and_queues_it(
     assert document.path.read_bytes() == b"hello there"
     assert (document.state, document.kind, document.size_bytes) == ("queued", "text", 11)
     assert document.path.stat().st_mode & 0o077 == 0  # the owner's only
+    odd = document_upload(
+        user=owner, collection=collection, upload=upload("re\r\nport\x00.txt", b"words")
+    )
+    assert odd.name == "report.txt"  # it goes into a Content-Disposition header
 
 
 def test_it_extracts_a_pdf_page_by_page_with_the_page_numbers(
