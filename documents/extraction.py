@@ -20,6 +20,13 @@ IMAGE_ONLY = "This PDF has no text layer (scanned pages?); OCR it first."
 NO_TEXT = "This file holds no text to index."
 
 
+HTML_BLOCKS = [
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
+    "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol",
+    "p", "pre", "section", "table", "tr", "ul",
+]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PageText:
     page: int | None  # 1-based for PDFs; None for formats without pages
@@ -57,7 +64,15 @@ def _html(path: Path, encoding: str, progress: Progress) -> list[PageText]:
     soup = BeautifulSoup(markup, "html.parser")
     for hidden in soup(["script", "style", "noscript", "template", "svg", "head"]):
         hidden.decompose()
-    text = soup.get_text("\n", strip=True)
+    # A line per block, inline elements kept within their line ("Descale it <b>monthly</b>."
+    # stays one sentence), runs of spaces folded as a browser folds them.
+    for block in soup.find_all(HTML_BLOCKS):
+        block.insert_after("\n")
+    for cell in soup.find_all(["td", "th"]):
+        if cell.find_previous_sibling(["td", "th"]) is not None:
+            cell.insert_before(" | ")  # as DOCX tables read
+    lines = (" ".join(line.split()) for line in soup.get_text().splitlines())
+    text = "\n".join(line for line in lines if line)
     progress(1, 1)
     return [PageText(None, text)]
 

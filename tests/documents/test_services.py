@@ -121,12 +121,14 @@ def test_it_extracts_html_without_its_scripts_and_styles(
     html = (
         b"<!doctype html><html><head><title>T</title><style>p{color:red}</style></head>"
         b"<body><h1>Kettle manual</h1><script>alert('x')</script>"
-        b"<p>Descale it <b>monthly</b>.</p></body></html>"
+        b"<p>Descale it <b>monthly</b>.</p>"
+        b"<table><tr><th>Part</th><th>When</th></tr>"
+        b"<tr><td>Filter</td><td>Rinse  weekly</td></tr></table></body></html>"
     )
     document = indexed(owner, collection, "kettle.bin", html)
     assert (document.state, document.kind) == ("ready", "html"), document.error
     (text,) = passage_texts(document)
-    assert text == "Kettle manual\nDescale it\nmonthly\n."
+    assert text == "Kettle manual\nDescale it monthly.\nPart | When\nFilter | Rinse weekly"
     assert "alert" not in text and "color" not in text
 
 
