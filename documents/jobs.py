@@ -21,5 +21,6 @@ def document_index_job(document_id: int) -> str:
         job_id=job.id,
         events=DocumentEvents(channel_sender, user_id=owner_id),
         connection=job.connection,
+        time_limit=job.timeout,
     )
     return f"document {document_id}: {document.state if document else 'gone'}"

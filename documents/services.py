@@ -298,21 +298,30 @@ class _Lease:
 
 
 def document_index(
-    *, document_id: int, job_id: str, events: DocumentEvents, connection: redis.Redis
+    *,
+    document_id: int,
+    job_id: str,
+    events: DocumentEvents,
+    connection: redis.Redis,
+    time_limit: float | None = None,
 ) -> Document | None:
     """Extract a queued document's text, cut it into passages and store them (the database
     indexes them as they are written). Only while the document is active and names `job_id`:
-    a job made stale by a requeue does nothing. Returns the document, or None if it is gone."""
+    a job made stale by a requeue does nothing. Returns the document, or None if it is gone.
+    `time_limit` is the job's (rq stops it then), for the sentence that says so."""
     started = Document.objects.filter(
         pk=document_id, job_id=job_id, state=Document.State.QUEUED
     ).update(state=Document.State.INDEXING, started_at=timezone.now(), error="", pages_done=0)
     if not started:
         return Document.objects.filter(pk=document_id).first()
     with _Lease(connection, document_id):
-        return _document_index(Document.objects.get(pk=document_id), job_id, events)
+        document = Document.objects.get(pk=document_id)
+        return _document_index(document, job_id, events, time_limit)
 
 
-def _document_index(document: Document, job_id: str, events: DocumentEvents) -> Document | None:
+def _document_index(
+    document: Document, job_id: str, events: DocumentEvents, time_limit: float | None
+) -> Document | None:
     document_id = document.pk
     events.send(progress_frame(document))
     try:
@@ -361,7 +370,7 @@ def _document_index(document: Document, job_id: str, events: DocumentEvents) -> 
         return _document_fail(
             document,
             events,
-            f"Reading this file took longer than {settings.WIZ_DOCUMENT_INDEX_TIMEOUT} s, the "
+            f"Reading this file took longer than {time_limit or 0:.0f} s, the "
             "limit; split it into smaller files and upload those.",
             job_id=job_id,
         )

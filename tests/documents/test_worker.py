@@ -14,6 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.test import override_settings
 
 from documents.models import Collection, Document
 from documents.selectors import passages_search
@@ -220,3 +221,37 @@ def test_a_queued_document_whose_job_redis_forgot_is_queued_again_and_indexed(
     assert done.state == "ready", done.error
     assert done.job_id != forgotten
     assert [h.document.pk for h in passages_search(user=owner, question="quokka")] == [done.pk]
+
+
+def _slow_pdf(pages: int = 400) -> bytes:
+    """Pages of 1,200 tiny text runs each: pypdf reads about 40 of them a second on the 2-core
+    box, so 400 take about ten times the one-second limit given below."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=4)
+    pdf.set_auto_page_break(False)
+    for _ in range(pages):
+        pdf.add_page()
+        for y in range(60):
+            for x in range(20):
+                pdf.text(5 + x * 10, 5 + y * 4.5, "ab")
+    return bytes(pdf.output())
+
+
+def test_a_file_that_outlasts_the_time_limit_fails_with_a_sentence(
+    owner: Any, document_worker: Child
+) -> None:
+    collection = collection_create(user=owner, name="c")
+    with override_settings(WIZ_DOCUMENT_INDEX_TIMEOUT=1):
+        document = document_upload(
+            user=owner, collection=collection, upload=upload("slow.pdf", _slow_pdf())
+        )
+    done = finished(document, timeout=90)
+    assert done.state == "failed"
+    assert done.error == (
+        "Reading this file took longer than 1 s, the limit; split it into smaller files and "
+        "upload those."
+    )
+    assert not done.passages.exists()
+    assert done.pages_done < done.pages_total == 400  # stopped part-way
