@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Sum
 from django.http import Http404
 
 from documents.models import Collection, Document, Passage
@@ -77,7 +77,8 @@ def collection_documents(*, collection: Collection) -> QuerySet[Document]:
 
 def documents_bytes_of(*, user: Reader) -> int:
     """What the user's stored files add up to, for the per-user limit."""
-    return sum(Document.objects.filter(owner=user.pk).values_list("size_bytes", flat=True))
+    total = Document.objects.filter(owner=user.pk).aggregate(total=Sum("size_bytes"))["total"]
+    return int(total or 0)
 
 
 @dataclass(frozen=True)
