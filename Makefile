@@ -36,7 +36,7 @@ check: lint model
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy wizweb chat models_admin inference usage
+	$(VENV)/bin/mypy wizweb chat models_admin inference usage documents
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -12,7 +12,8 @@ SHARED_MODELS_DIR = Path(os.environ.get("WIZ_MODELS_DIR") or ROOT / "var" / "mod
 
 def bench_django(data_dir: Path, models_dir: Path) -> tuple[object, Path]:
     """Start a private Redis, point the settings at data_dir and models_dir, set Django up and
-    migrate; returns the Redis (stop it at the end) and the default model's file."""
+    migrate (a new SQLite file, or the database WIZ_BENCH_DATABASE_URL names); returns the
+    Redis (stop it at the end) and the default model's file."""
     from wizweb.default_model import default_model_fetch
     from wizweb.redis_server import PrivateRedis
 
@@ -22,7 +23,9 @@ def bench_django(data_dir: Path, models_dir: Path) -> tuple[object, Path]:
         WIZ_DATA_DIR=str(data_dir),
         WIZ_MODELS_DIR=str(models_dir),
         REDIS_URL=redis.url,
-        DATABASE_URL=f"sqlite:///{data_dir / 'bench.sqlite3'}",
+        # WIZ_BENCH_DATABASE_URL: an empty PostgreSQL database to measure there instead.
+        DATABASE_URL=os.environ.get("WIZ_BENCH_DATABASE_URL")
+        or f"sqlite:///{data_dir / 'bench.sqlite3'}",
         DJANGO_SETTINGS_MODULE="wizweb.settings",
     )
     import django

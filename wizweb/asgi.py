@@ -17,6 +17,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 from chat.consumers import ChatConsumer  # noqa: E402
+from documents.consumers import DocumentsConsumer  # noqa: E402
 from models_admin.consumers import ModelsConsumer  # noqa: E402
 from wizweb.metrics import OpenSocketsGauge  # noqa: E402
 from wizweb.origin import SameOriginValidator  # noqa: E402
@@ -24,6 +25,7 @@ from wizweb.origin import SameOriginValidator  # noqa: E402
 websocket_urls = [
     path("ws/chat/", ChatConsumer.as_asgi()),
     path("ws/models/", ModelsConsumer.as_asgi()),
+    path("ws/documents/", DocumentsConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter(

@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "chat",
     "models_admin",
     "usage",
+    "documents",
 ]
 
 MIDDLEWARE = [
@@ -225,14 +226,32 @@ CHANNEL_LAYERS = {
 # The generation queues, in the order a worker serves them: strict priority.
 GENERATION_QUEUES = ["generate-high", "generate", "generate-low"]
 DOWNLOAD_QUEUE = "downloads"
+# Extracting and indexing uploaded documents: a worker of its own (`documents` in serve), never
+# the inference workers' slots nor the web process.
+DOCUMENT_QUEUE = "documents"
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}
-    for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE]
+    for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE, DOCUMENT_QUEUE]
 }
 
 # How long a search or a repo's listing on the Hub may take before the models page says the box
 # seems offline (models_admin/hub.py). Not an operator's knob; the tests shorten it.
 WIZ_HUB_DEADLINE_S = 6.0
+
+# Documents (docs/documents.md): the largest file one may upload, what one person's files may
+# add up to, and the longest one file's extraction and indexing may run on the worker.
+WIZ_DOCUMENT_MAX_BYTES: int = _env_value("WIZ_DOCUMENT_MAX_BYTES", env.int, 50 * 1024 * 1024)
+WIZ_DOCUMENTS_MAX_BYTES_PER_USER: int = _env_value(
+    "WIZ_DOCUMENTS_MAX_BYTES_PER_USER", env.int, 500 * 1024 * 1024
+)
+WIZ_DOCUMENT_INDEX_TIMEOUT: int = _env_value("WIZ_DOCUMENT_INDEX_TIMEOUT", env.int, 600)
+for _name, _value in (
+    ("WIZ_DOCUMENT_MAX_BYTES", WIZ_DOCUMENT_MAX_BYTES),
+    ("WIZ_DOCUMENTS_MAX_BYTES_PER_USER", WIZ_DOCUMENTS_MAX_BYTES_PER_USER),
+    ("WIZ_DOCUMENT_INDEX_TIMEOUT", WIZ_DOCUMENT_INDEX_TIMEOUT),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, not {_value}.")
 
 # Whether people may create their own accounts at /accounts/signup/ (an admin's choice).
 WIZ_ALLOW_SIGNUP = _strict_bool("WIZ_ALLOW_SIGNUP", False)

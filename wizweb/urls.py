@@ -40,5 +40,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("models_admin.urls")),
     path("", include("usage.urls")),
+    path("", include("documents.urls")),
     path("", include("chat.urls")),
 ]

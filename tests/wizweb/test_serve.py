@@ -113,7 +113,9 @@ def test_it_serves_supervises_and_stops_every_child(tmp_path: Path) -> None:
         )
 
         children = psutil.Process(serve.pid).children(recursive=True)
-        assert len(children) >= 4, [c.cmdline() for c in children]
+        assert len(children) >= 5, [c.cmdline() for c in children]
+        commands = [" ".join(c.cmdline()) for c in children]
+        assert any("DocumentWorker" in c for c in commands), "the documents worker runs"
     finally:
         started = time.monotonic()
         code = serve.stop(signal.SIGINT, timeout=60)
@@ -299,7 +301,12 @@ def restart_redis(served: Served) -> float:
     return time.monotonic()
 
 
-PROGRAMS = {"web": "daphne", "inference": "inference_worker", "downloads": "rqworker"}
+PROGRAMS = {
+    "web": "daphne",
+    "inference": "inference_worker",
+    "downloads": "DownloadWorker",
+    "documents": "DocumentWorker",
+}
 
 
 @pytest.mark.timeout(300)

@@ -187,6 +187,20 @@ class Command(BaseCommand):
                 priority=20,
             )
         )
+        sections.append(
+            _program(
+                "documents",
+                [
+                    python,
+                    manage,
+                    "rqworker",
+                    settings.DOCUMENT_QUEUE,
+                    "--worker-class",
+                    "documents.worker.DocumentWorker",
+                ],
+                priority=20,
+            )
+        )
         config = run_dir / "supervisord.conf"
         config.write_text("\n".join(sections))
         return config

@@ -1,0 +1,148 @@
+"""Benchmark: a 300-page PDF from upload to searchable through the real documents worker, and
+the retrieval time per question.
+
+    .venv/bin/python bench/documents.py [--pages 300] [--queries 50]
+    createdb -h 127.0.0.1 -U postgres wizweb_docs_bench && \
+    WIZ_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/wizweb_docs_bench \
+        .venv/bin/python bench/documents.py; dropdb -h 127.0.0.1 -U postgres wizweb_docs_bench
+
+The PDF is written here with fpdf2 (about 450 words a page, a fact planted on one page). The
+upload goes through the HTTP API (Django's test client, so the web side's checks are counted),
+the worker is `rqworker documents --worker-class documents.worker.DocumentWorker` as `serve`
+runs it. Printed: the PDF's size, the upload's time in the web process, the time from upload to
+state `ready` (the worker's extraction, passages and index), its pages and passages, whether
+the planted fact comes first, and `passages_search`'s time per question (median, p95) over
+`--queries` questions. Nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from environment import bench_django  # noqa: E402
+
+FILLER = (
+    "This page describes routine laboratory housekeeping: benches are wiped, pipettes are "
+    "calibrated, glassware is rinsed, and the inventory sheet is updated before leaving. "
+)
+FACT = "The combination of the cryogenic freezer in room B14 is 4471, set by Dr. Okonkwo."
+QUESTIONS = [
+    "What is the combination of the cryogenic freezer?",
+    "How are pipettes calibrated?",
+    "Who set the freezer code in room B14?",
+    "inventory sheet before leaving",
+    "What happens to the glassware?",
+]
+
+
+def pdf_bytes(pages: int, fact_page: int) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=10)
+    for number in range(1, pages + 1):
+        pdf.add_page()
+        text = f"Page {number}. " + FILLER * 16 + (FACT if number == fact_page else "")
+        pdf.multi_cell(0, 5, text)
+    return bytes(pdf.output())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="wiz-bench-docs-"))
+    models_dir = data_dir / "models"
+    models_dir.mkdir()
+    redis, _ = bench_django(data_dir, models_dir)
+    try:
+        run(args.pages, args.queries, data_dir)
+    finally:
+        redis.stop()  # type: ignore[attr-defined]
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run(pages: int, queries: int, data_dir: Path) -> None:
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import connection
+    from django.test import Client
+
+    from documents.models import Document
+    from documents.selectors import passages_search
+    from documents.services import collection_create
+
+    user = get_user_model().objects.create_user("bench")
+    collection = collection_create(user=user, name="bench")
+    started = time.perf_counter()
+    content = pdf_bytes(pages, fact_page=pages * 2 // 3)
+    print(f"database: {connection.vendor}; cores: {os.cpu_count()}")
+    print(
+        f"PDF: {pages} pages, {len(content) / 2**20:.1f} MB, written in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = (data_dir / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "rqworker", settings.DOCUMENT_QUEUE,
+         "--worker-class", "documents.worker.DocumentWorker"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # the worker's start (Django, rq) is not what is measured
+        client = Client()
+        client.force_login(user)
+        upload = SimpleUploadedFile("bench.pdf", content)
+        began = time.perf_counter()
+        response = client.post(f"/api/collections/{collection.pk}/documents/", {"file": upload})
+        uploaded = time.perf_counter() - began
+        assert response.status_code == 201, response.content
+        document = Document.objects.get(pk=response.json()["id"])
+        while document.state not in ("ready", "failed"):
+            time.sleep(0.05)
+            document.refresh_from_db()
+        ready = time.perf_counter() - began
+        print(f"upload (web process): {uploaded * 1000:.0f} ms")
+        print(f"upload to searchable: {ready:.1f} s ({document.state}) {document.error}".rstrip())
+        print(
+            f"pages {document.pages}, passages {document.passages.count()}, "
+            f"~{document.tokens:,} tokens"
+        )
+        hits = passages_search(user=user, question=QUESTIONS[0])
+        print(
+            f"fact first: {bool(hits) and hits[0].passage.page == pages * 2 // 3} "
+            f"(page {hits[0].passage.page if hits else None})"
+        )
+        timings = []
+        for i in range(queries):
+            began = time.perf_counter()
+            passages_search(user=user, question=QUESTIONS[i % len(QUESTIONS)])
+            timings.append((time.perf_counter() - began) * 1000)
+        timings.sort()
+        p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
+        print(
+            f"retrieval per question: median {statistics.median(timings):.1f} ms, "
+            f"p95 {p95:.1f} ms over {queries}"
+        )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
