@@ -6,6 +6,13 @@ PY := $(VENV)/bin/python
 # llama-cpp-python compiles from source; let cmake use every core. pip caches the built wheel.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama.cpp is compiled for this CPU (-march=native) but without AMX: on virtual machines that
+# list AMX without allowing it, ggml's AMX kernels crash at the first matrix product. Set
+# CMAKE_ARGS yourself to build otherwise (GPU back ends, for instance).
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+endif
 
 .PHONY: run test check lint format install model browser clean
 
@@ -17,8 +24,16 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The default model, and a few tokens of it through llama.cpp: a wheel from pip's cache that was
+# built for another CPU (or with AMX) crashes here (exit 3), and is built again once.
 model: install
-	$(PY) -m wizweb.default_model
+	@$(PY) -m wizweb.default_model --check || { \
+	    test $$? -eq 3 || exit 1; \
+	    echo "Building llama-cpp-python again for this CPU (about 5 minutes)..."; \
+	    $(PY) -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true; \
+	    $(PY) -m pip install --quiet --force-reinstall --no-deps \
+	        "llama-cpp-python==$$($(PY) -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"; \
+	    $(PY) -m wizweb.default_model --check; }
 
 browser:
 	bash scripts/install-chromium.sh

