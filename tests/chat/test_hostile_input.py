@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from chat.models import Conversation, Message
 from chat.openai_api import IGNORED_KEYS, OPTION_KEYS
+from chat.options import OPTION_KEYS as PARSED_KEYS
 from tests.chat.socket_client import connect
 from tests.conftest import session_cookie
 from wizweb.apikeys import apikey_create
@@ -73,31 +74,11 @@ def _not_a_uuid(value: Any) -> bool:
 
 # --- Generation options, each set wrong in at least one entry -------------------------------
 
-KNOWN_OPTIONS = {
-    "model",
-    "system_prompt",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "max_tokens",
-    "stop",
-    "response_format",
-    "grammar",
-    "response_prefix",
-    "priority",
-    "tools",
-    "tool_choice",
-}
 # Names the API reads or ignores (chat.openai_api).
 GOOD_MESSAGE = {"role": "user", "content": "hi"}
 UNSUPPORTED_KEYS = ("logprobs", "top_logprobs", "echo", "best_of", "suffix", "logit_bias")
 HANDLED_KEYS = {"model", "stream", "stream_options", "messages", "n", "max_completion_tokens"}
-ANY_KNOWN = KNOWN_OPTIONS | OPTION_KEYS | IGNORED_KEYS | HANDLED_KEYS | set(UNSUPPORTED_KEYS)
+ANY_KNOWN = PARSED_KEYS | OPTION_KEYS | IGNORED_KEYS | HANDLED_KEYS | set(UNSUPPORTED_KEYS)
 # Where a number must fall (docs/protocol.md); anything outside is refused.
 RANGES = {
     "temperature": (0, 2),
