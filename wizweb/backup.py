@@ -8,7 +8,9 @@ A backup is one gzipped tar file:
 - `db.sqlite3`, copied with SQLite's online backup API (one step, so it is a consistent snapshot
   however busy the workers are: WAL lets them write meanwhile), or `db.pgdump`, pg_dump's
   custom format, itself a consistent snapshot;
-- `secret_key`, when the key lives in the data dir (not when DJANGO_SECRET_KEY gives it).
+- `secret_key`, when the key lives in the data dir (not when DJANGO_SECRET_KEY gives it);
+- `documents/`, the uploaded documents' files (docs/documents.md), copied after the database:
+  a file uploaded meanwhile may be in it without its row, which is harmless.
 
 Models are not in it: they are large, and the Hub has them again (`manage.py models scan` takes
 back files put in the models dir by hand). Neither is Redis: it only holds live state.
@@ -39,6 +41,7 @@ MANIFEST = "manifest.json"
 SQLITE_FILE = "db.sqlite3"
 PG_FILE = "db.pgdump"
 SECRET_KEY_FILE = "secret_key"
+DOCUMENTS = "documents"
 # The environment worth writing down: what shapes the server, never a secret.
 _SETTING_PREFIXES = ("WIZ_", "DJANGO_", "HF_ENDPOINT")
 _SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
@@ -74,6 +77,10 @@ def _settings_in_environment() -> dict[str, str]:
 
 def _secret_key_file() -> Path:
     return Path(settings.DATA_DIR) / "secret_key"
+
+
+def _documents_dir() -> Path:
+    return Path(settings.DATA_DIR) / DOCUMENTS
 
 
 def _counts() -> dict[str, int]:
@@ -163,12 +170,17 @@ def backup_write(*, path: Path) -> dict[str, Any]:
         manifest["secret_key"] = key.exists() and not os.environ.get("DJANGO_SECRET_KEY")
         if manifest["secret_key"]:
             shutil.copyfile(key, work / SECRET_KEY_FILE)
+        documents = _documents_dir()
+        files = sorted(f for f in documents.iterdir() if f.is_file()) if documents.is_dir() else []
+        manifest["documents"] = len(files)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         partial = work / "backup.tar.gz"
         with tarfile.open(partial, "w:gz") as archive:
             for name in (MANIFEST, manifest["database"], SECRET_KEY_FILE):
                 if (work / name).exists():
                     archive.add(work / name, arcname=name)
+            for file in files:
+                archive.add(file, arcname=f"{DOCUMENTS}/{file.name}")
         with partial.open("rb") as written:
             os.fsync(written.fileno())
         os.replace(partial, path)  # 0600, as the umask makes every file here: it holds the key
@@ -223,6 +235,11 @@ def _read_manifest(archive: tarfile.TarFile, path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _plain(name: str) -> bool:
+    """A file name of the documents dir (random letters), never a path the archive chooses."""
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
 def _set_aside(path: Path, stamp: str) -> Path | None:
     """Rename a file the restore replaces (and its SQLite companions) out of the way."""
     if not path.exists():
@@ -258,6 +275,10 @@ def _restore_files(work: Path, manifest: dict[str, Any]) -> list[Path]:
         kept = _set_aside(_secret_key_file(), stamp)
         set_aside += [kept] if kept else []
         shutil.copyfile(work / SECRET_KEY_FILE, _secret_key_file())
+    if "documents" in manifest:  # a backup made before documents existed leaves them be
+        kept = _set_aside(_documents_dir(), stamp)
+        set_aside += [kept] if kept else []
+        os.replace(work / DOCUMENTS, _documents_dir())
     return set_aside
 
 
@@ -287,7 +308,12 @@ def backup_restore(*, path: Path) -> Restored:
                 if database not in names:
                     raise BackupError(f"{path} has no {database}: it is not a whole backup.")
                 # Only the names a backup has, never a path the archive chooses.
-                for name in (database, SECRET_KEY_FILE):
+                (work / DOCUMENTS).mkdir()
+                prefix = f"{DOCUMENTS}/"
+                documents = [
+                    n for n in names if n.startswith(prefix) and _plain(n.removeprefix(prefix))
+                ]
+                for name in (database, SECRET_KEY_FILE, *documents):
                     member = archive.extractfile(name) if name in names else None
                     if member is not None:
                         with (work / name).open("wb") as out:
