@@ -21,6 +21,7 @@ def main(argv: list[str]) -> int:
 
     model = llama_cpp.Llama(model_path=argv[1], n_ctx=256, n_threads=1, verbose=False)
     written = model.create_completion("The capital of France is", max_tokens=4, temperature=0)
+    assert isinstance(written, dict)  # not a stream
     if not written["usage"]["completion_tokens"]:
         print("llama.cpp loaded the model but wrote nothing.", file=sys.stderr)
         return 1
