@@ -38,6 +38,7 @@ STACK_FIXTURES = {
     "web_server",
     "pinned_worker",
     "serial_pinned_worker",
+    "titling_worker",
     "download_worker",
 }
 FAST_TIER = os.environ.get("WIZ_TEST_TIER") == "fast"
@@ -187,6 +188,18 @@ def serial_pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Ch
     """A worker pinned to the second model that writes one answer at a time (one slot), for
     tests of what waits in the queue."""
     child = start_worker("pinned-second", log_dir, model=SECOND_MODEL, WIZ_PARALLEL="1")
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def titling_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
+    """A worker pinned to the second model with model titles on (the tests' other workers
+    have them off, see tests/bootstrap.py), writing one answer at a time (one slot), so that
+    what waits in its queues waits in a known order."""
+    child = start_worker(
+        "titles-second", log_dir, model=SECOND_MODEL, WIZ_PARALLEL="1", WIZ_MODEL_TITLES="true"
+    )
     yield child
     child.stop()
 

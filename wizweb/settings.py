@@ -224,11 +224,16 @@ CHANNEL_LAYERS = {
 
 # The generation queues, in the order a worker serves them: strict priority.
 GENERATION_QUEUES = ["generate-high", "generate", "generate-low"]
+# After them all: work for nobody waiting (the titles the model writes), taken only while no
+# answer waits, and paused by the scheduler for any answer that finds the slots full.
+BACKGROUND_QUEUE = "generate-background"
 DOWNLOAD_QUEUE = "downloads"
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}
-    for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE]
+    for name in [*GENERATION_QUEUES, BACKGROUND_QUEUE, DOWNLOAD_QUEUE]
 }
+# After a conversation's first answer, the model writes it a short title (chat.titles).
+WIZ_MODEL_TITLES = _strict_bool("WIZ_MODEL_TITLES", True)
 
 # Whether people may create their own accounts at /accounts/signup/ (an admin's choice).
 WIZ_ALLOW_SIGNUP = _strict_bool("WIZ_ALLOW_SIGNUP", False)

@@ -33,6 +33,7 @@ def manage_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
         ("WIZ_LOG_FORMAT", "xml"),
         ("WIZ_TOKENS_PER_DAY", "-5"),
         ("WIZ_REQUESTS_PER_MINUTE", "many"),
+        ("WIZ_MODEL_TITLES", "perhaps"),
     ],
 )
 def test_it_stops_with_one_line_naming_a_bad_value(tmp_path: Path, name: str, value: str) -> None:
