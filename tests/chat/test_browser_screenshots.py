@@ -96,7 +96,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_it_takes_the_closing_notes_screenshots(
-    browser: Browser, web_server: str, owner: Any, theme: str
+    browser: Browser, web_server: str, owner: Any, default_model: Any, theme: str
 ) -> None:
     conversation = conversation_of_a_few_answers(owner)
     preferences_theme_set(user_id=owner.pk, theme=theme)
@@ -114,6 +114,7 @@ def test_it_takes_the_closing_notes_screenshots(
         expect(page.locator("li.message.assistant pre code.hljs")).to_have_count(1)
         expect(page.locator("li.message.assistant table")).to_have_count(1)
         expect(page.locator("#chat-heading")).to_have_text(conversation.title)
+        expect(page.get_by_label("Model", exact=True)).to_have_value(default_model.name)
         # Nothing wider than the screen.
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
         page.locator("li.message.assistant").last.scroll_into_view_if_needed()

@@ -30,7 +30,7 @@ def test_the_models_title_reaches_the_sidebar_and_the_heading_without_a_reload(
 ) -> None:
     log_in(page, web_server)
     ready(page)
-    page.get_by_label("Model").select_option(SECOND_MODEL)
+    page.get_by_label("Model", exact=True).select_option(SECOND_MODEL)
     box = page.get_by_label("Message")
     box.fill(MOON)
     box.press("Enter")
