@@ -34,20 +34,28 @@ from wizweb.redis_server import redis_connection
 
 log = logging.getLogger(__name__)
 
-TITLE_WORDS = 6
+# Small models overshoot whatever length they are asked for, and a title cut at six words
+# mostly ends mid-phrase ("Why the Sea Has Two High"); eight, less a dangling little word,
+# mostly reads whole.
+TITLE_WORDS = 8
 TITLE_CHARS = 60  # as long as the first words' title (chat.services.TITLE_LENGTH)
-# Of the first prompt and of the first answer, what the model reads to name the conversation:
-# enough to know what it is about, little to read for a background job.
+# Of the first prompt, what the model reads to name the conversation: enough to know what it
+# is about, little to read for background work. (With the answer too, the default model wrote
+# the answer's first sentence again rather than a title.)
 SOURCE_CHARS = 1500
-# Greedy and seeded, so a conversation gets the same title however often it is asked.
-TITLE_SAMPLING = Sampling(temperature=0.0, seed=0, max_tokens=24, repeat_penalty=1.0)
+# Greedy and seeded, so a conversation gets the same title however often it is asked; the
+# answer starts with "Title:", which makes a small model write one instead of answering.
+TITLE_SAMPLING = Sampling(
+    temperature=0.0, seed=0, max_tokens=24, repeat_penalty=1.0, response_prefix="Title:"
+)
 # The owner the scheduler and the worker see: titles are nobody's, so they never count against
 # a person's share of the slots.
 TITLE_OWNER = "titles"
 TITLE_INSTRUCTION = (
-    "Write a title of at most six words for the conversation above. "
-    "Reply with the title only, without quotes."
+    "Write a short title, at most six words, for a conversation that starts with this question:"
 )
+# Little words a cut title must not end on.
+_DANGLING = {"a", "an", "and", "at", "for", "from", "in", "of", "on", "or", "the", "to", "with"}
 # What models put before or around a title, to be cut off.
 _LABEL = re.compile(r"^(?:the\s+)?title\s*(?:is)?\s*[:\uff1a\-\u2013\u2014]\s*", re.IGNORECASE)
 
@@ -68,12 +76,21 @@ def _strip_ends(text: str) -> str:
 
 def title_clean(text: str) -> str:
     """The title in what the model wrote: its first line, without a "Title:" label, quotes or
-    punctuation at the ends, at most TITLE_WORDS words and TITLE_CHARS characters (cut at a
-    word); "" when nothing is left."""
-    line = next((line for line in text.splitlines() if _strip_ends(line)), "")
+    punctuation at the ends, the part before a colon when that is a title of its own ("The
+    Moon's Composition: A Tale of Two Worlds"), at most TITLE_WORDS words and TITLE_CHARS
+    characters, cut at a word and not after a little word like "of"; "" when nothing is left."""
+    line = next((line for line in text.splitlines() if _strip_ends(_LABEL.sub("", line))), "")
     line = _strip_ends(_LABEL.sub("", _strip_ends(line)))
-    words = line.split()[:TITLE_WORDS]
+    head, colon, _ = line.partition(":")
+    if colon and len(head.split()) >= 2:
+        line = _strip_ends(head)
+    words = line.split()
+    cut = len(words) > TITLE_WORDS
+    words = words[:TITLE_WORDS]
     while len(words) > 1 and len(" ".join(words)) > TITLE_CHARS:
+        words.pop()
+        cut = True
+    while cut and len(words) > 1 and _strip_ends(words[-1]).lower() in _DANGLING:
         words.pop()
     return _strip_ends(" ".join(words)[:TITLE_CHARS])
 
@@ -123,9 +140,8 @@ def title_request(*, message: Message) -> None:
     transaction.on_commit(enqueue)
 
 
-def _title_messages(prompt: str, answer: str) -> list[dict[str, str]]:
-    conversation = f"User: {prompt[:SOURCE_CHARS]}\n\nAssistant: {answer[:SOURCE_CHARS]}"
-    return [{"role": "user", "content": f"{conversation}\n\n{TITLE_INSTRUCTION}"}]
+def _title_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"{TITLE_INSTRUCTION}\n\n{prompt[:SOURCE_CHARS]}"}]
 
 
 def title_write(*, conversation_id: uuid.UUID | str, sender: ChannelSender) -> str:
@@ -149,7 +165,7 @@ def title_write(*, conversation_id: uuid.UUID | str, sender: ChannelSender) -> s
         log.info("No title for %s: its model is not loaded here", conversation.pk)
         return ""
     request = GenerationRequest(
-        messages=_title_messages(answer.parent.content, answer.content), sampling=TITLE_SAMPLING
+        messages=_title_messages(answer.parent.content), sampling=TITLE_SAMPLING
     )
     finished = None
     with runtime.lease(spec) as engine:
