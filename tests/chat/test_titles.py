@@ -180,7 +180,8 @@ async def test_a_title_waits_behind_every_answer_queued_before_it(
     socket = await open_socket(owner)
     busy, other, later = [await sync_to_async(answered_before)(owner) for _ in range(3)]
     blocker = await ask(socket, ESSAY, conversation=busy, max_tokens=400)
-    await next_of_type(socket, "started", blocker["message"])
+    # Its first text, not `started`: a frame sent before the socket joined is lost, a chunk not.
+    await next_of_type(socket, "chunk", blocker["message"])
     first = await ask(socket, MOON, max_tokens=16)
     normal = await ask(socket, "Say hello.", conversation=other, max_tokens=8)
     low = await ask(socket, ESSAY, conversation=later, max_tokens=400, priority="low")
@@ -224,7 +225,8 @@ async def test_a_conversation_the_user_renamed_keeps_its_name(
     socket = await open_socket(owner)
     busy, later = [await sync_to_async(answered_before)(owner) for _ in range(2)]
     blocker = await ask(socket, ESSAY, conversation=busy, max_tokens=400)
-    await next_of_type(socket, "started", blocker["message"])
+    # Its first text, not `started`: a frame sent before the socket joined is lost, a chunk not.
+    await next_of_type(socket, "chunk", blocker["message"])
     early = await ask(socket, MOON, max_tokens=16)
     # Renamed before its first answer is done: no title is asked for.
     await sync_to_async(rename)(owner, early["conversation"], "Moon notes")
