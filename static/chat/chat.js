@@ -562,12 +562,14 @@ const handlers = {
     if (!message) return;
     const view = viewFor(frame.message);
     if (frame.seq <= view.seq) return;
-    if (message.state === "queued" || view.readDone !== undefined) {
+    if (message.state === "queued") {
       message.state = "running";
       view.item.dataset.state = "running";
-      view.meta.textContent = message.model ? `${message.model} is answering…` : "Answering…";
-      view.readDone = undefined;
+      view.meta.textContent = "Answering…";
+    } else if (view.readDone !== undefined) {
+      view.meta.textContent = `${message.model || "The model"} is answering…`; // read: it writes
     }
+    view.readDone = undefined;
     view.seq = frame.seq;
     view.text += frame.text;
     renderSoon(view);

@@ -82,7 +82,10 @@ def test_a_long_prompt_shows_how_far_it_has_been_read_then_the_answer(
     counts = [int(text.split()[3].replace(",", "")) for text in reading]
     total = int(reading[-1].split()[5].replace(",", ""))
     assert counts == sorted(counts) and counts[-1] == total > 2000
-    # Then the answer as usual: its text, and a meta line that no longer talks of reading.
+    # Then the answer as usual: once its text comes the line says it is being written, and at
+    # the end it has the answer's figures, no longer the reading.
+    last_reading = max(i for i, text in enumerate(seen) if text in reading)
+    assert any(text.endswith("is answering…") for text in seen[last_reading:]), seen
     assert answer.locator(".content").inner_text().strip()
     expect(answer.locator(".meta")).not_to_contain_text("Reading")
     expect(answer.locator(".meta")).to_contain_text("tokens")
