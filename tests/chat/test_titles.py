@@ -19,6 +19,7 @@ from chat.titles import title_clean, title_job_id, title_wanted, title_write
 from tests.chat.socket_client import collect, next_of_type, open_socket
 from tests.conftest import SECOND_MODEL, start_worker
 from tests.processes import wait_for
+from usage.models import DailyUsage
 from wizweb.channels_sender import ChannelSender
 from wizweb.redis_server import redis_connection
 
@@ -160,6 +161,12 @@ async def test_it_titles_a_conversation_after_its_first_answer(
     assert title == title_clean(title) and len(title.split()) <= 8
     saved = await Conversation.objects.aget(pk=started)
     assert (saved.title, saved.title_by_user) == (title, False)
+    # The title is nobody's answer: the user's usage holds the answer alone.
+    answer = await Message.objects.aget(pk=first["message"])
+    usage = [u async for u in DailyUsage.objects.filter(user=owner)]
+    assert [(u.answers, u.prompt_tokens, u.completion_tokens) for u in usage] == [
+        (1, answer.prompt_tokens, answer.completion_tokens)
+    ]
     job = await sync_to_async(title_job)(started)
     # A second answer asks for no title: the job that wrote it is not queued again.
     await sync_to_async(wait_for)(
