@@ -15,7 +15,7 @@ from django.conf import settings
 from chat import services
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
-from chat.streams import message_backlog, message_group, user_group
+from chat.streams import message_backlog, message_group, progress_frame_read, user_group
 from wizweb.redis_server import redis_connection
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
@@ -209,6 +209,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         queued = await database_sync_to_async(services.queued_frame)(message_id)
         if queued is not None:
             await self.send_frame(queued)
+        elif self.last_seq[message_id] == 0 and message_id not in self.finished:
+            # Its long prompt may be being read: how far, rather than silence until the text.
+            progress = await sync_to_async(progress_frame_read)(redis_connection(), message_id)
+            if progress is not None:
+                await self.chat_frame({"frame": progress})
 
     async def on_abort(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
@@ -245,6 +250,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if frame["seq"] <= self.last_seq[message_id]:
                 return
             self.last_seq[message_id] = frame["seq"]
+        elif frame["type"] == "progress" and self.last_seq[message_id] > 0:
+            return  # a stored one, read after the text began
         elif frame["type"] == "done":
             self.finished.add(message_id)
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)

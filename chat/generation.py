@@ -19,12 +19,14 @@ from chat.models import Message
 from chat.options import GenerationOptions
 from chat.services import queue_position_frames
 from chat.streams import AbortWatcher, MessageStream
+from chat.titles import title_request
 from chat.tools import call_request, decision_request, tool_calls_from
 from inference.presence import PRIORITIES
 from inference.requests import (
     Finished,
     GenerationRequest,
     GrammarRefused,
+    PromptProgress,
     PromptTooLong,
     ReasoningRefused,
     TextDelta,
@@ -88,6 +90,7 @@ def _run_pass(
     connection: redis.Redis,
     message: Message,
     on_text: Callable[[str, str], None] | None = None,
+    on_progress: Callable[[PromptProgress], None] | None = None,
 ) -> Finished:
     """One pass over the model, decoded with every other answer of the worker; abortable by
     the user and by rq's stop-job command (the generation's tag is the job's id)."""
@@ -103,6 +106,9 @@ def _run_pass(
             if isinstance(event, TextDelta):
                 if on_text is not None:
                     on_text(event.text, event.channel)
+            elif isinstance(event, PromptProgress):
+                if on_progress is not None:
+                    on_progress(event)
             else:
                 finished = event
     assert finished is not None
@@ -116,9 +122,13 @@ def _answer(
     *,
     connection: redis.Redis,
     on_text: Callable[[str, str], None],
+    on_progress: Callable[[PromptProgress], None],
 ) -> tuple[Finished, list[dict[str, Any]]]:
-    """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted."""
-    run = partial(_run_pass, engine, connection=connection, message=message)
+    """The answer, or the tool calls (see chat.tools), with the tokens of every pass counted.
+    Every pass reports the reading of a long prompt: the first pass is the one that reads it."""
+    run = partial(
+        _run_pass, engine, connection=connection, message=message, on_progress=on_progress
+    )
     if message.mode == Message.Mode.COMPLETION:
         # /v1/completions: the prompt as it is, no chat template and no tools.
         assert message.parent is not None
@@ -188,7 +198,12 @@ def generation_run(
             raise ModelLoadError("The model of this conversation was deleted; pick another one.")
         with runtime.lease(model_spec(message.model)) as engine:
             finished, tool_calls = _answer(
-                engine, message, options, connection=connection, on_text=on_text
+                engine,
+                message,
+                options,
+                connection=connection,
+                on_text=on_text,
+                on_progress=lambda read: stream.progress(done=read.done, total=read.total),
             )
     except (PromptTooLong, ModelLoadError, GrammarError, GrammarRefused, ReasoningRefused) as exc:
         error = str(exc)
@@ -227,7 +242,18 @@ def generation_run(
         # Its conversation was deleted while it was written (the deletion aborted it first).
         # Nothing is left to save, but the log, the abort key and any follower are still ours.
         log.info("Message %s was deleted while it was written; its answer is dropped", message.id)
+    else:
+        _title_ask(message)
     stream.finished(message.done_frame())
+
+
+def _title_ask(message: Message) -> None:
+    """A conversation's first answer is done: queue its title (chat.titles). A title is not
+    worth failing an answer for, so nothing here reaches the reader."""
+    try:
+        title_request(message=message)
+    except Exception:
+        log.warning("Could not ask for a title after message %s", message.id, exc_info=True)
 
 
 def _save_end(message: Message, ending: dict[str, Any]) -> bool:

@@ -3,6 +3,7 @@ is like an endpoint: it takes ids, loads rows, calls a service."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import redis
@@ -12,8 +13,11 @@ from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_parse
 from chat.services import generations_reap, generations_reap_namesake
+from chat.titles import title_write
 from inference.presence import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
+
+log = logging.getLogger(__name__)
 
 
 def generate_message(message_id: str) -> None:
@@ -33,6 +37,16 @@ def generate_message(message_id: str) -> None:
         # SimpleWorker runs the job in the worker's own process: this is the worker's run.
         worker_run=PROCESS_RUN,
     )
+
+
+def conversation_title_write(conversation_id: str) -> None:
+    """Have the model title a conversation after its first answer (background work on an
+    inference worker, see chat.titles). A failure keeps the first words as the title and is
+    only logged: nobody is waiting for it."""
+    try:
+        title_write(conversation_id=conversation_id, sender=channel_sender)
+    except Exception:
+        log.warning("No title for conversation %s", conversation_id, exc_info=True)
 
 
 def _send(frames: list[tuple[str, dict[str, Any]]]) -> None:

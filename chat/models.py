@@ -20,6 +20,9 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=200, blank=True)
+    # Set once the user renames it: the title the model writes after the first answer
+    # (chat.titles) never replaces theirs.
+    title_by_user = models.BooleanField(default=False)
     # False for API calls made with a key that keeps no history: hidden, and removed when done.
     in_history = models.BooleanField(default=True)
     # The chat page's settings for this conversation, as generation options (chat.options).

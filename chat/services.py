@@ -176,12 +176,18 @@ def queue_position_frames() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def queues_model(connection: redis.Redis, model_id: int | None) -> int | None:
+    """Whose queues a job for this model goes to: the model's own when a worker is pinned to
+    it, else (None) the shared ones (any unpinned worker may load the model within its memory
+    budget)."""
+    if model_id is not None and pinned_workers_for(connection, model_id):
+        return model_id
+    return None
+
+
 def _enqueue(message: Message) -> None:
-    """Route to the model's own queues when a worker is pinned to it, else to the shared ones
-    (any unpinned worker may load the model within its memory budget)."""
     connection = redis_connection()
-    pinned = message.model_id is not None and pinned_workers_for(connection, message.model_id)
-    name = generation_queue_name(message.priority, message.model_id if pinned else None)
+    name = generation_queue_name(message.priority, queues_model(connection, message.model_id))
     Queue(name, connection=connection).enqueue(
         "chat.jobs.generate_message",
         str(message.id),
@@ -540,9 +546,15 @@ def generations_reap_namesake(
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> None:
+    """The user's own title, which the model's (chat.titles) never replaces."""
     conversation.title = title.strip()[:200]
-    conversation.save(update_fields=["title"])
-    frame = {"type": "conversation", "conversation": str(conversation.id), "title": title}
+    conversation.title_by_user = True
+    conversation.save(update_fields=["title", "title_by_user"])
+    frame = {
+        "type": "conversation",
+        "conversation": str(conversation.id),
+        "title": conversation.title,
+    }
     async_to_sync(get_channel_layer().group_send)(
         user_group(conversation.owner_id), {"type": "chat.conversation", "frame": frame}
     )

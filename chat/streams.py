@@ -15,6 +15,7 @@ means the same text; the abort watcher listens again. Followers catch up from th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -41,6 +42,13 @@ MAX_INTERVAL_FACTOR = 4.0
 
 # The streams of this process not yet finished (a stream dropped unfinished leaves with it).
 _streaming: weakref.WeakSet[MessageStream] = weakref.WeakSet()
+
+
+class ProgressFrame(TypedDict):
+    type: str
+    message: str
+    done: int  # prompt tokens read so far (a cached start counts as read)
+    total: int  # the prompt's tokens
 
 
 class ChunkFrame(TypedDict):
@@ -80,6 +88,24 @@ def user_group(user_id: int) -> str:
 
 def chunk_log_key(message_id: uuid.UUID | str) -> str:
     return f"wiz:chunks:{uuid.UUID(str(message_id)).hex}"
+
+
+def progress_key(message_id: uuid.UUID | str) -> str:
+    """The latest `progress` frame of an answer whose long prompt is being read."""
+    return f"wiz:progress:{uuid.UUID(str(message_id)).hex}"
+
+
+# A reading that stalls (its worker died) leaves no progress behind for long.
+PROGRESS_TTL = 600
+
+
+def progress_frame_read(
+    connection: redis.Redis, message_id: uuid.UUID | str
+) -> dict[str, Any] | None:
+    """The latest `progress` frame of a message, for a socket that subscribes while its prompt
+    is read (a reload, a reconnect); None when there is none."""
+    raw = connection.get(progress_key(message_id))
+    return json.loads(raw) if raw else None  # type: ignore[arg-type]
 
 
 def abort_key(message_id: uuid.UUID | str) -> str:
@@ -245,6 +271,21 @@ class MessageStream:
             {"type": "started", "message": self.message_id, "model": model, "worker": worker}
         )
 
+    def progress(self, *, done: int, total: int) -> None:
+        """How far the reading of a long prompt has got (the scheduler says how often): sent at
+        once, and kept for a page that subscribes meanwhile. Never logged as a chunk: seq
+        numbers are the answer's text."""
+        frame: ProgressFrame = {
+            "type": "progress",
+            "message": self.message_id,
+            "done": done,
+            "total": total,
+        }
+        # Redis away: only a late subscriber misses it; the live frame goes through the layer.
+        with contextlib.suppress(redis.RedisError):
+            self.connection.set(progress_key(self.message_id), json.dumps(frame), ex=PROGRESS_TTL)
+        self.frame(dict(frame))
+
     @property
     def interval(self) -> float:
         """How long text is gathered into one chunk, longer while many answers stream."""
@@ -306,7 +347,7 @@ class MessageStream:
         _streaming.discard(self)
         self.flush()
         try:
-            self.connection.delete(abort_key(self.message_id))
+            self.connection.delete(abort_key(self.message_id), progress_key(self.message_id))
         except redis.RedisError:
             log.warning("Could not clear the abort flag of %s", self.message_id, exc_info=True)
         self.frame(done_frame)

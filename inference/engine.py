@@ -1,7 +1,8 @@
 """The engine: one loaded model serving many answers at once.
 
 `BatchedEngine.submit(request)` gives a `BatchedGeneration` whose `events()` stream
-`TextDelta`s and end with one `Finished`, and whose `abort()` (safe from any thread) stops it
+`TextDelta`s (after `PromptProgress` reports while a long prompt is read) and end with one
+`Finished`, and whose `abort()` (safe from any thread) stops it
 within a decode step. Many threads may submit at once: each generation's prompt is formatted,
 trimmed and tokenized in the caller's thread, its tokens are decoded by the model's
 `Scheduler` together with every other running answer, and its text is assembled back in the
@@ -33,6 +34,7 @@ from inference.requests import (
     GenerationAborted,
     GenerationRequest,
     GrammarRefused,
+    PromptProgress,
     PromptTooLong,
     ReasoningRefused,
     TextDelta,
@@ -419,7 +421,10 @@ class BatchedGeneration:
         yield from thoughts.deltas(assembler.start())
         completion_tokens = 0
         first_token_at: float | None = None
-        for token in sequence.tokens():
+        for token in sequence.events():
+            if isinstance(token, PromptProgress):
+                yield token  # a long prompt is being read: how far it got
+                continue
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             if assembler.stopped:

@@ -36,14 +36,25 @@ def presence_key(worker: str) -> str:
 
 
 def generation_queue_names(model_id: int | None = None) -> list[str]:
-    """The queues a worker serves, in priority order: the shared ones, or a pinned model's own."""
+    """The queues a worker serves, in priority order, the background queue last: the shared
+    ones, or a pinned model's own."""
+    names = [*settings.GENERATION_QUEUES, settings.BACKGROUND_QUEUE]
     if model_id is None:
-        return list(settings.GENERATION_QUEUES)
-    return [f"{name}.m{model_id}" for name in settings.GENERATION_QUEUES]
+        return names
+    return [f"{name}.m{model_id}" for name in names]
 
 
 def generation_queue_name(priority: str, model_id: int | None = None) -> str:
     return generation_queue_names(model_id)[PRIORITIES.index(priority)]
+
+
+# The tier of background work: after every priority, so a worker takes it only while no answer
+# waits and its scheduler pauses it for any answer (inference.worker, inference.scheduler).
+BACKGROUND_TIER = len(PRIORITIES)
+
+
+def background_queue_name(model_id: int | None = None) -> str:
+    return generation_queue_names(model_id)[BACKGROUND_TIER]
 
 
 def control_queue_name(worker: str) -> str:

@@ -67,6 +67,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class PromptProgress:
+    """How far the reading of a long prompt has got: `done` of its `total` tokens (a cached
+    start counts as read). Only for a prompt read in more than one step, before its first
+    token; the last one of an answer has `done == total`."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Finished:
     content: str
     finish_reason: str  # stop, length, aborted
@@ -90,4 +100,4 @@ class Finished:
         return self.completion_tokens / (self.generation_ms / 1000)
 
 
-Event = TextDelta | Finished
+Event = TextDelta | PromptProgress | Finished

@@ -79,6 +79,12 @@ class ModelRuntime:
     def slots(self) -> dict[str, SlotsState]:
         return {entry.spec.name: entry.engine.slots() for entry in list(self._loaded.values())}
 
+    def holds(self, spec: ModelSpec) -> bool:
+        """Whether the model is loaded with these options: work that must not cost anyone a
+        load (background work) asks first."""
+        entry = self._loaded.get(spec.key)
+        return entry is not None and not entry.draining and entry.spec.options == spec.options
+
     @contextmanager
     def lease(self, spec: ModelSpec) -> Iterator[BatchedEngine]:
         """The model's engine, loaded if need be, kept loaded until the block ends."""

@@ -22,7 +22,9 @@ What it decides:
 - **Chunked prefill.** While answers stream, a long prompt is read a chunk per step, sized so
   that a step takes about `step_target` seconds (measured on the steps before), so the answers
   already streaming keep getting a token every step without a visible stall; with nobody
-  streaming, prompts are read a whole batch at a time.
+  streaming, prompts are read a whole batch at a time. A prompt read in more than one step
+  reports how far it got (`PromptProgress`, at most every `PROGRESS_EVERY_S` per answer, and
+  once when it is read whole), for a reader who would otherwise stare at a silent answer.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import llama_cpp
 
 from inference.prefix_cache import PrefixCache, common_prefix
+from inference.requests import PromptProgress
 from inference.sampling import Sampling
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ MIN_CHUNK = 16
 # The chunk a scheduler starts from, before it has timed a step: small, since a step that
 # overruns is a stall people see, and it doubles within a few steps where the box is fast.
 FIRST_CHUNK = 32
+# A long prompt's reading is reported at most this often per answer: each report is a frame
+# through Redis and daphne to the page, CPU taken from llama.cpp on a small box.
+PROGRESS_EVERY_S = 0.25
 
 
 class SchedulerClosed(Exception):
@@ -131,7 +137,7 @@ class Sequence:
     first_token_at: float | None = None
     started_at: float | None = None
     preemptions: int = 0
-    _out: queue.SimpleQueue[int | End] = field(default_factory=queue.SimpleQueue)
+    _out: queue.SimpleQueue[int | PromptProgress | End] = field(default_factory=queue.SimpleQueue)
     _aborted: threading.Event = field(default_factory=threading.Event)
     _slot: int | None = None
     _n_past: int = 0  # tokens of this sequence evaluated in its slot
@@ -140,6 +146,7 @@ class Sequence:
     _paused: _Paused | None = None
     _ended: bool = False
     _forced: list[int] | None = None  # written in place of the next sampled token
+    _progress_at: float | None = None  # when its reading was last reported (None: never)
     thinking_budget: ThinkingBudget | None = None
 
     def abort(self) -> None:
@@ -150,14 +157,21 @@ class Sequence:
         thinking budget closes the thinking. They reach `tokens()` like sampled ones."""
         self._forced = list(tokens)
 
-    def tokens(self, timeout: float | None = None) -> Iterator[int]:
-        """The sampled token ids, until the sequence ends; then `self.end` says how."""
+    def events(self, timeout: float | None = None) -> Iterator[int | PromptProgress]:
+        """The sampled token ids, after the reports of a long prompt's reading, until the
+        sequence ends; then `self.end` says how."""
         while True:
             item = self._out.get(timeout=timeout)
             if isinstance(item, End):
                 self.end = item
                 return
             yield item
+
+    def tokens(self, timeout: float | None = None) -> Iterator[int]:
+        """The sampled token ids only (see `events`)."""
+        for item in self.events(timeout):
+            if not isinstance(item, PromptProgress):
+                yield item
 
     end: End | None = None
 
@@ -495,6 +509,7 @@ class Scheduler:
         prompt chunk each for those reading, within the batch size."""
         batch = self.batch
         rows: list[tuple[_Slot, int]] = []  # (slot, batch row) whose logits are sampled
+        reading_now: list[Sequence] = []  # those that read part of their prompt in this step
         n = 0
         with self._lock:
             active = [s for s in self.slots if s.sequence is not None]
@@ -535,6 +550,8 @@ class Scheduler:
             del sequence._pending[:take]
             if not writing:
                 read += take
+                if sequence.first_token_at is None:  # its prompt, not forced tokens
+                    reading_now.append(sequence)
             sequence._n_past += take
             slot.cached.extend(chunk)
         if n == 0:
@@ -547,6 +564,7 @@ class Scheduler:
         self.steps += 1
         if writers and read >= reading:
             self._learn_chunk(time.monotonic() - started)
+        self._report_reading(reading_now)
         for slot, row in rows:
             sequence = slot.sequence
             assert sequence is not None and sequence._chain is not None
@@ -567,6 +585,22 @@ class Scheduler:
                 sequence._forced = sequence.thinking_budget.after(token) or sequence._forced
             if sequence.completion_tokens >= sequence.max_tokens:
                 self._release(slot, End("length"))
+
+    @staticmethod
+    def _report_reading(sequences: list[Sequence]) -> None:
+        """Tell the readers of prompts that take more than one step how far they got: at once
+        after the first step, then at most every PROGRESS_EVERY_S, and once at the end, so the
+        reports of one answer count up to its whole prompt. A prompt read in one step (most of
+        them) reports nothing."""
+        now = time.monotonic()
+        for sequence in sequences:
+            whole = not sequence._pending
+            last = sequence._progress_at
+            if whole and last is None:
+                continue
+            if whole or last is None or now - last >= PROGRESS_EVERY_S:
+                sequence._progress_at = now
+                sequence._out.put(PromptProgress(sequence._n_past, len(sequence.prompt)))
 
     def _write_forced(self, slot: _Slot, forced: list[int]) -> None:
         """The sampled token is dropped and the forced ones are read like a prompt chunk;

@@ -45,6 +45,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         REDIS_URL=redis.url,
         # Small chunks arrive quickly in tests; the figure is irrelevant to what is checked.
         WIZ_CHUNK_INTERVAL="0.02",
+        # Off for the workers most tests share: a title job after every first answer would
+        # rename conversations under tests that check their titles, and take CPU from them.
+        # tests/chat/test_titles.py starts workers with it on.
+        WIZ_MODEL_TITLES=os.environ.get("WIZ_MODEL_TITLES", "false"),
     )
     return (yield)
 

@@ -187,6 +187,18 @@ def serial_pinned_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Ch
     child.stop()
 
 
+@pytest.fixture
+def titling_worker(second_model: LocalModel, log_dir: Path) -> Iterator[Child]:
+    """A worker pinned to the second model with model titles on (the tests' other workers
+    have them off, see tests/bootstrap.py), writing one answer at a time (one slot), so that
+    what waits in its queues waits in a known order."""
+    child = start_worker(
+        "titles-second", log_dir, model=SECOND_MODEL, WIZ_PARALLEL="1", WIZ_MODEL_TITLES="true"
+    )
+    yield child
+    child.stop()
+
+
 def start_worker(name: str, log_dir: Path, *, model: str | None = None, **env: str) -> Child:
     command = inference_worker_command(name=name, model=model)
     # Several test workers share two cores: one llama.cpp thread each keeps them from spinning

@@ -103,9 +103,10 @@ class LiveStateCollector(Collector):
             "wiz_queue_depth", "Answers waiting in a generation queue.", labels=["queue", "tier"]
         )
         for name, count in sorted(depths):
+            bases = [*settings.GENERATION_QUEUES, settings.BACKGROUND_QUEUE]
             tiers = [
                 p
-                for p, base in zip(PRIORITIES, settings.GENERATION_QUEUES, strict=True)
+                for p, base in zip([*PRIORITIES, "background"], bases, strict=True)
                 if name == base or name.startswith(base + ".")
             ]
             depth.add_metric([name, tiers[0] if tiers else ""], count)

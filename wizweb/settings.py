@@ -225,14 +225,19 @@ CHANNEL_LAYERS = {
 
 # The generation queues, in the order a worker serves them: strict priority.
 GENERATION_QUEUES = ["generate-high", "generate", "generate-low"]
+# After them all: work for nobody waiting (the titles the model writes), taken only while no
+# answer waits, and paused by the scheduler for any answer that finds the slots full.
+BACKGROUND_QUEUE = "generate-background"
 DOWNLOAD_QUEUE = "downloads"
 # Extracting and indexing uploaded documents: a worker of its own (`documents` in serve), never
 # the inference workers' slots nor the web process.
 DOCUMENT_QUEUE = "documents"
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}
-    for name in [*GENERATION_QUEUES, DOWNLOAD_QUEUE, DOCUMENT_QUEUE]
+    for name in [*GENERATION_QUEUES, BACKGROUND_QUEUE, DOWNLOAD_QUEUE, DOCUMENT_QUEUE]
 }
+# After a conversation's first answer, the model writes it a short title (chat.titles).
+WIZ_MODEL_TITLES = _strict_bool("WIZ_MODEL_TITLES", True)
 
 # How long a search or a repo's listing on the Hub may take before the models page says the box
 # seems offline (models_admin/hub.py). Not an operator's knob; the tests shorten it.

@@ -524,8 +524,11 @@ const handlers = {
       frame.queue_position > 1 ? `Waiting in the queue (position ${frame.queue_position})…` : "Waiting…";
     renderThread();
   },
+  // A conversation created, renamed, or given its title by the model after its first answer.
   conversation(frame) {
-    sidebarShow(frame.conversation, frame.title, { current: frame.conversation === conversation });
+    const current = frame.conversation === conversation;
+    sidebarShow(frame.conversation, frame.title, { current });
+    if (current) document.getElementById("chat-heading").textContent = frame.title;
   },
   conversation_deleted(frame) {
     sidebarRemove(frame.conversation);
@@ -544,6 +547,16 @@ const handlers = {
     viewFor(frame.message).item.dataset.state = "running";
     viewFor(frame.message).meta.textContent = `${frame.model} is answering…`;
   },
+  // A long prompt being read (prefill): how far, until its answer's first text.
+  progress(frame) {
+    const message = nodes.get(frame.message);
+    const view = views.get(frame.message);
+    if (!message || !view || view.seq > 0 || frame.done < (view.readDone || 0)) return;
+    message.state = "running";
+    view.item.dataset.state = "running";
+    view.readDone = frame.done;
+    view.meta.textContent = `Reading the prompt… ${frame.done.toLocaleString()} of ${frame.total.toLocaleString()} tokens`;
+  },
   chunk(frame) {
     const message = nodes.get(frame.message);
     if (!message) return;
@@ -553,7 +566,10 @@ const handlers = {
       message.state = "running";
       view.item.dataset.state = "running";
       view.meta.textContent = "Answering…";
+    } else if (view.readDone !== undefined) {
+      view.meta.textContent = `${message.model || "The model"} is answering…`; // read: it writes
     }
+    view.readDone = undefined;
     view.seq = frame.seq;
     view.text += frame.text;
     renderSoon(view);

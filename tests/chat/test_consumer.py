@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
+from socket import gethostname
 from typing import Any
 
 import llama_cpp
@@ -16,6 +18,8 @@ from django.test import Client
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.models import Conversation, Message
+from chat.streams import MessageStream
+from inference.presence import WorkerState, worker_state_publish, worker_state_remove
 from tests.chat.socket_client import (
     collect,
     connect,
@@ -25,6 +29,8 @@ from tests.chat.socket_client import (
     send_prompt,
 )
 from tests.conftest import PASSWORD, SECOND_MODEL, session_cookie
+from wizweb.channels_sender import ChannelSender
+from wizweb.redis_server import redis_connection
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -222,6 +228,78 @@ async def test_it_names_the_bad_option(owner: Any, default_model: Any) -> None:
 
 
 LONG_PROMPT = "Write a very long essay about the history of rivers, with many details."
+
+
+def pasted_document(lines: int, about: str) -> str:
+    """A long document pasted into the prompt (about 12 tokens a line), unlike any other test's
+    so that no worker has its start cached."""
+    body = " ".join(f"Line {i}: the tide comes in and goes out at {about}." for i in range(lines))
+    return f"{body}\nSummarise this."
+
+
+async def test_a_long_prompt_reports_its_reading_before_the_first_chunk(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    socket = await open_socket(owner)
+    document = pasted_document(250, "the reading harbour")
+    accepted = await send_prompt(socket, document, max_tokens=8, seed=1, temperature=0)
+    frames = await frames_until_done(socket, timeout=300)
+    await socket.disconnect()
+    done = frames[-1]
+    assert done["type"] == "done" and done["finish_reason"] in ("stop", "length"), done
+    total = done["usage"]["prompt_tokens"]
+    assert total > 4 * 512, "read in several steps"
+    mine = [f for f in frames if f.get("message") == accepted["message"]]
+    kinds = [f["type"] for f in mine]
+    progress = [f for f in mine if f["type"] == "progress"]
+    assert progress, kinds
+    first_text = next(i for i, kind in enumerate(kinds) if kind in ("chunk", "done"))
+    assert max(i for i, kind in enumerate(kinds) if kind == "progress") < first_text, kinds
+    read = [p["done"] for p in progress]
+    assert read == sorted(set(read)), "each further than the one before"
+    assert read[-1] == total
+    assert {p["total"] for p in progress} == {total}
+    assert set(progress[0]) == {"type", "message", "done", "total"}
+
+
+async def test_a_page_that_subscribes_while_a_prompt_is_read_learns_how_far(
+    owner: Any, default_model: Any
+) -> None:
+    conversation = await Conversation.objects.acreate(owner=owner, title="Reading")
+    prompt = await Message.objects.acreate(
+        conversation=conversation, role="user", content="A long document…"
+    )
+    # Being written by a worker that looks alive to any reaper: this process, beating once.
+    writer = WorkerState(name="reader-test", host=gethostname(), pid=os.getpid(), run="r1")
+    message = await Message.objects.acreate(
+        conversation=conversation,
+        parent=prompt,
+        role="assistant",
+        state="running",
+        worker=writer.name,
+        worker_run=writer.run,
+    )
+    writer.messages = [str(message.id)]
+    worker_state_publish(redis_connection(), writer)
+    stream = MessageStream(
+        sender=ChannelSender(), connection=redis_connection(), message_id=message.id
+    )
+    stream.progress(done=1024, total=3000)
+    page = await open_socket(owner)
+    await page.send_json_to({"type": "subscribe", "message": str(message.id), "after": 0})
+    frame = await page.receive_json_from(timeout=10)
+    assert frame == {"type": "progress", "message": str(message.id), "done": 1024, "total": 3000}
+    # Once the answer has text, a reader is past the reading: nothing stored is sent again.
+    stream.text("Hello")
+    stream.flush()
+    late = await open_socket(owner)
+    await late.send_json_to({"type": "subscribe", "message": str(message.id), "after": 0})
+    chunk = await late.receive_json_from(timeout=10)
+    assert chunk["type"] == "chunk" and chunk["text"] == "Hello"
+    assert await late.receive_nothing(timeout=0.5)
+    await page.disconnect()
+    await late.disconnect()
+    worker_state_remove(redis_connection(), writer.name)
 
 
 async def test_it_aborts_a_running_generation_and_keeps_its_text(

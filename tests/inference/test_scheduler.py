@@ -13,6 +13,7 @@ from django.conf import settings
 from llama_cpp._internals import LlamaModel
 
 from inference.prefix_cache import PrefixCache
+from inference.requests import PromptProgress
 from inference.sampling import Sampling
 from inference.scheduler import MIN_CHUNK, Scheduler, Sequence
 from wizweb.default_model import default_model_path
@@ -270,6 +271,33 @@ def test_a_long_prompt_is_read_in_chunks_while_others_keep_streaming(model: Llam
         scheduler.close()
     # The writer got a token at every step of the long prompt's reading (16 chunks of 128).
     assert during >= len(long_prompt) // 128 - 1
+
+
+def test_a_long_prompt_reports_its_reading_up_to_its_whole_length(model: LlamaModel) -> None:
+    scheduler = Scheduler(model.model, n_ctx=2 * 2560, parallel=2, unified=False, n_batch=512)
+    greedy = Sampling(temperature=0.0)
+    try:
+        long_prompt = tide_prompt(model, 170)
+        assert len(long_prompt) > 4 * 512  # read in five steps or more
+        reading = scheduler.submit(Sequence(long_prompt, greedy, max_tokens=3))
+        events = list(reading.events(timeout=120))
+        short = scheduler.submit(Sequence(prompt(model, QUESTIONS[1]), greedy, max_tokens=3))
+        short_events = list(short.events(timeout=120))
+    finally:
+        scheduler.close()
+    reports = [e for e in events if isinstance(e, PromptProgress)]
+    first_token = next(i for i, e in enumerate(events) if not isinstance(e, PromptProgress))
+    assert all(isinstance(e, PromptProgress) for e in events[:first_token])
+    assert len(reports) == first_token, "every report comes before the first token"
+    # Counting up, each report further than the one before, to the whole prompt.
+    done = [r.done for r in reports]
+    assert len(done) >= 2
+    assert done == sorted(set(done))
+    assert 0 < done[0] < len(long_prompt)
+    assert done[-1] == len(long_prompt)
+    assert {r.total for r in reports} == {len(long_prompt)}
+    # A prompt read in one step says nothing.
+    assert short_events and not any(isinstance(e, PromptProgress) for e in short_events)
 
 
 @pytest.mark.parametrize(("target", "chunk"), [(1e-4, MIN_CHUNK), (60.0, 128)])

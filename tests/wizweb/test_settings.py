@@ -35,6 +35,7 @@ def manage_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
         ("WIZ_REQUESTS_PER_MINUTE", "many"),
         ("WIZ_DOCUMENT_MAX_BYTES", "big"),
         ("WIZ_DOCUMENTS_MAX_BYTES_PER_USER", "0"),
+        ("WIZ_MODEL_TITLES", "perhaps"),
     ],
 )
 def test_it_stops_with_one_line_naming_a_bad_value(tmp_path: Path, name: str, value: str) -> None:
