@@ -11,7 +11,7 @@ from rq import get_current_job
 
 from chat.generation import generation_run
 from chat.models import Message
-from chat.options import options_parse
+from chat.options import options_stored_read
 from chat.services import generations_reap, generations_reap_namesake
 from chat.titles import title_write
 from inference.presence import PROCESS_RUN
@@ -24,13 +24,13 @@ def generate_message(message_id: str) -> None:
     """Generate the answer of one assistant message (runs on an inference worker)."""
     job = get_current_job()
     assert job is not None
-    options = Message.objects.values_list("options", flat=True).filter(pk=message_id).first()
-    if options is None:
+    stored = Message.objects.values_list("options", "parsed_options").filter(pk=message_id).first()
+    if stored is None:
         return  # its conversation was deleted while it waited in the queue
-    # Options were checked before the job was enqueued; parse again to get the typed form.
+    given, parsed = stored
     generation_run(
         message_id=message_id,
-        options=options_parse(options, max_priority="high"),
+        options=options_stored_read(parsed, given=given),
         sender=channel_sender,
         connection=job.connection,
         worker_name=job.worker_name or "",

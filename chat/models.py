@@ -91,7 +91,10 @@ class Message(models.Model):
     )
     # Kept when the model row is deleted, so history still says what answered.
     model_name = models.CharField(max_length=200, blank=True)
+    # The options as the client gave them (with the model that answers), and as parsed
+    # (chat.options.options_stored): the worker reads the latter, never parsing them again.
     options = models.JSONField(default=dict, blank=True)
+    parsed_options = models.JSONField(default=dict, blank=True)
     priority = models.CharField(max_length=10, default="normal")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.CHAT)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.conf import settings
 
 from chat.grammar import GrammarError, grammar_check, json_object_grammar, schema_to_grammar
-from chat.tools import ToolRequest, ToolsError, tools_parse
+from chat.tools import ToolRequest, ToolsError, ToolSpec, tools_parse
 from inference.presence import PRIORITIES
 from inference.sampling import Sampling
 
@@ -225,6 +225,43 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
         system_prompt=system_prompt,
         priority=priority,
         given={k: v for k, v in raw.items() if v is not None},
+    )
+
+
+def options_stored(options: GenerationOptions) -> dict[str, Any]:
+    """The parsed options as a message keeps them (`Message.parsed_options`): plain JSON from
+    which the worker rebuilds them with `options_stored_read`, neither checked nor converted
+    again (a JSON schema's grammar, a tool's call grammar, the priority allowed)."""
+    sampling = asdict(options.sampling)
+    sampling["stop"] = list(options.sampling.stop)
+    tools = options.tools
+    return {
+        "sampling": sampling,
+        "model": options.model,
+        "system_prompt": options.system_prompt,
+        "priority": options.priority,
+        "tools": None
+        if tools is None
+        else {"choice": tools.choice, "specs": [spec.as_json() for spec in tools.tools]},
+    }
+
+
+def options_stored_read(stored: dict[str, Any], *, given: dict[str, Any]) -> GenerationOptions:
+    """`options_stored`'s JSON back as options. A message queued by an older version has none:
+    what it was given is parsed again (it was checked when it was sent)."""
+    if not stored:
+        return options_parse(given, max_priority="high")
+    sampling = {**stored["sampling"], "stop": tuple(stored["sampling"]["stop"])}
+    tools = stored["tools"]
+    return GenerationOptions(
+        sampling=Sampling(**sampling),
+        model=stored["model"],
+        system_prompt=stored["system_prompt"],
+        priority=stored["priority"],
+        tools=None
+        if tools is None
+        else ToolRequest(tuple(ToolSpec(**spec) for spec in tools["specs"]), tools["choice"]),
+        given=given,
     )
 
 

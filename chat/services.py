@@ -32,6 +32,7 @@ from chat.options import (
     InvalidOptions,
     options_model_check,
     options_parse,
+    options_stored,
 )
 from chat.streams import (
     CHUNK_LOG_TTL,
@@ -330,6 +331,7 @@ def _answer_queue(
         model=model,
         model_name=model.name,
         options=stored_options,
+        parsed_options=options_stored(options),
         priority=options.priority,
         mode=mode,
     )
