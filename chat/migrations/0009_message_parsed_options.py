@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0007_message_reasoning'),
+        ('chat', '0008_conversation_title_by_user'),
     ]
 
     operations = [
