@@ -18,7 +18,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from chat import selectors, services
+from chat import conversations, errors, selectors
 from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
 from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
@@ -130,7 +130,7 @@ def conversation_detail(
 ) -> HttpResponse:
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
     if request.method == "DELETE":
-        services.conversation_delete(conversation=conversation)
+        conversations.conversation_delete(conversation=conversation)
         return HttpResponse(status=204)
     if request.method == "PATCH":
         body = _json_body(request)
@@ -138,16 +138,16 @@ def conversation_detail(
             title = body["title"]
             if not isinstance(title, str) or not title.strip() or len(title) > 200:
                 return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
-            services.conversation_rename(conversation=conversation, title=title)
+            conversations.conversation_rename(conversation=conversation, title=title)
         if "pinned" in body:
             if not isinstance(body["pinned"], bool):
                 return _api_error(400, "'pinned' must be true or false.", "invalid_pinned")
-            services.conversation_pin(conversation=conversation, pinned=body["pinned"])
+            conversations.conversation_pin(conversation=conversation, pinned=body["pinned"])
         if "settings" in body:
             if not isinstance(body["settings"], dict):
                 return _api_error(400, "'settings' must be an object.", "invalid_settings")
             try:
-                services.conversation_settings_update(
+                conversations.conversation_settings_update(
                     conversation=conversation, values=body["settings"]
                 )
             except InvalidOptions as exc:
@@ -164,7 +164,7 @@ def conversation_share(
     it (DELETE)."""
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
     if request.method == "DELETE":
-        services.conversation_unshare(conversation=conversation)
+        conversations.conversation_unshare(conversation=conversation)
         return HttpResponse(status=204)
     if request.method == "PUT":
         body = _json_body(request)
@@ -179,10 +179,10 @@ def conversation_share(
                 "invalid_share",
             )
         try:
-            share = services.conversation_share(
+            share = conversations.conversation_share(
                 conversation=conversation, everyone=everyone, usernames=usernames
             )
-        except services.ChatError as exc:
+        except errors.ChatError as exc:
             return _api_error(400, str(exc), exc.code)
         return JsonResponse(share.as_json())
     current = ConversationShare.objects.filter(conversation=conversation).first()
@@ -219,8 +219,8 @@ def _conversation_import(request: HttpRequest, user: User) -> HttpResponse:
         )
     data = _json_object(request.read(MAX_IMPORT_BYTES))
     try:
-        conversation = services.conversation_import(user=user, data=data)
-    except services.ChatError as exc:
+        conversation = conversations.conversation_import(user=user, data=data)
+    except errors.ChatError as exc:
         return _api_error(400, str(exc), exc.code)
     return JsonResponse(conversation_export(conversation), status=201)
 
@@ -252,10 +252,10 @@ def preset_list(request: HttpRequest, user: User) -> HttpResponse:
     if request.method == "POST":
         body = _json_body(request)
         try:
-            preset = services.preset_save(
+            preset = conversations.preset_save(
                 user=user, name=str(body.get("name") or ""), text=str(body.get("text") or "")
             )
-        except services.ChatError as exc:
+        except errors.ChatError as exc:
             return _api_error(400, str(exc), exc.code)
         return JsonResponse(preset.as_json(), status=201)
     presets = SystemPromptPreset.objects.filter(owner=user)
@@ -270,10 +270,10 @@ def preset_detail(request: HttpRequest, user: User, preset_id: int) -> HttpRespo
         if not isinstance(body.get("default"), bool):
             return _api_error(400, "'default' must be true or false.", "invalid_preset")
         try:
-            preset = services.preset_default_set(
+            preset = conversations.preset_default_set(
                 user=user, preset_id=preset_id, default=body["default"]
             )
-        except services.ChatError as exc:
+        except errors.ChatError as exc:
             return _api_error(404 if exc.code == "not_found" else 400, str(exc), exc.code)
         return JsonResponse(preset.as_json())
     deleted, _ = SystemPromptPreset.objects.filter(owner=user, pk=preset_id).delete()

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import services
+from chat import errors, options, queue, submission
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
 from chat.streams import message_backlog, message_group, progress_frame_read, user_group
@@ -100,7 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except InvalidOptions as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error("invalid_options", str(exc), key=exc.key, **extra)
-        except services.ChatError as exc:
+        except errors.ChatError as exc:
             extra = {"client_id": client_id} if client_id is not None else {}
             await self.send_error(exc.code, str(exc), **extra)
 
@@ -123,7 +123,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so the
         # event loop keeps serving every other socket meanwhile. It touches no database.
         return await sync_to_async(options_parse, thread_sensitive=False)(
-            frame.get("options"), max_priority=services.max_priority_for(self.user)
+            frame.get("options"), max_priority=options.max_priority_for(self.user)
         )
 
     async def on_prompt(self, frame: dict[str, Any]) -> None:
@@ -131,7 +131,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id = _uuid(frame, "conversation", required=False)
         parent_id = _uuid(frame, "parent", required=False)
         options = await self._options(frame)
-        accepted = await database_sync_to_async(services.prompt_submit)(
+        accepted = await database_sync_to_async(submission.prompt_submit)(
             user=self.user,
             conversation_id=conversation_id,
             content=content,
@@ -143,7 +143,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
         options = await self._options(frame)
-        accepted = await database_sync_to_async(services.message_regenerate)(
+        accepted = await database_sync_to_async(submission.message_regenerate)(
             user=self.user, message_id=message_id, options=options
         )
         await self.follow_accepted(frame, accepted)
@@ -152,13 +152,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_id = _uuid(frame, "message")
         content = self._content(frame)
         options = await self._options(frame)
-        accepted = await database_sync_to_async(services.message_edit)(
+        accepted = await database_sync_to_async(submission.message_edit)(
             user=self.user, message_id=message_id, content=content, options=options
         )
         await self.follow_accepted(frame, accepted)
 
     async def follow_accepted(
-        self, frame: dict[str, Any], accepted: services.Accepted, *, new_conversation: bool = False
+        self,
+        frame: dict[str, Any],
+        accepted: submission.Accepted,
+        *,
+        new_conversation: bool = False,
     ) -> None:
         """Answer `accepted`, then stream the queued answer to this socket."""
         message_id = str(accepted.message.id)
@@ -189,7 +193,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def announce_queue(self) -> None:
         """Tell every waiting generation its place (it shifts when one joins or leaves)."""
-        for group, frame in await database_sync_to_async(services.queue_position_frames)():
+        for group, frame in await database_sync_to_async(queue.queue_position_frames)():
             await self.channel_layer.group_send(group, {"type": "chat.frame", "frame": frame})
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
@@ -206,7 +210,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.last_seq[message_id] = after
         self.finished.discard(message_id)
         await self.catch_up(message_id)
-        queued = await database_sync_to_async(services.queued_frame)(message_id)
+        queued = await database_sync_to_async(queue.queued_frame)(message_id)
         if queued is not None:
             await self.send_frame(queued)
         elif self.last_seq[message_id] == 0 and message_id not in self.finished:
@@ -218,7 +222,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_abort(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
         assert message_id is not None
-        message = await database_sync_to_async(services.message_abort)(
+        message = await database_sync_to_async(queue.message_abort)(
             user=self.user, message_id=message_id
         )
         if message.state == Message.State.ABORTED and message.finish_reason == "aborted":

@@ -17,7 +17,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from chat.grammar import GrammarError
 from chat.models import Message
 from chat.options import GenerationOptions
-from chat.services import queue_position_frames
+from chat.queue import queue_position_frames
 from chat.streams import AbortWatcher, MessageStream
 from chat.titles import title_request
 from chat.tools import call_request, decision_request, tool_calls_from

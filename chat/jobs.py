@@ -12,7 +12,7 @@ from rq import get_current_job
 from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_stored_read
-from chat.services import generations_reap, generations_reap_namesake
+from chat.queue import generations_reap, generations_reap_namesake
 from chat.titles import title_write
 from inference.presence import PROCESS_RUN
 from wizweb.channels_sender import channel_sender

@@ -1,7 +1,7 @@
 """OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 They reach the same queue, priorities and workers as the chat page: a request becomes a
-conversation and a queued assistant message (chat.services.api_request_submit), and the view
+conversation and a queued assistant message (chat.submission.api_request_submit), and the view
 follows that message's frames (chat.follow) into OpenAI's response or server-sent events. A
 client that goes away stops its generation, so the worker is free for the next request.
 docs/api.md is the contract.
@@ -24,7 +24,7 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import services
+from chat import conversations, errors, options, queue, submission
 from chat.follow import message_follow
 from chat.models import Message
 from chat.options import OPTION_KEYS as PARSED_KEYS
@@ -42,7 +42,7 @@ IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tie
 ROLES = {"system", "user", "assistant", "tool"}
 RETRY_AFTER_SECONDS = 5
 # Each becomes a row, and the worker trims what does not fit; the same bound as an import.
-MAX_MESSAGES = services.MAX_IMPORT_MESSAGES
+MAX_MESSAGES = conversations.MAX_IMPORT_MESSAGES
 
 
 class ApiError(Exception):
@@ -75,7 +75,7 @@ class ApiError(Exception):
         return response
 
 
-def _chat_error(exc: services.ChatError) -> ApiError:
+def _chat_error(exc: errors.ChatError) -> ApiError:
     if exc.code == "quota_exceeded":
         return ApiError(
             429, str(exc), type="rate_limit_error", code=exc.code, retry_after=exc.retry_after or 60
@@ -134,7 +134,7 @@ async def _options(body: dict[str, Any], api_key: ApiKey, handled: set[str]) -> 
         # Turning a JSON schema into a grammar can take seconds: in a thread of its own, so
         # daphne's event loop keeps serving every other request meanwhile. No database here.
         return await sync_to_async(options_parse, thread_sensitive=False)(
-            raw, max_priority=services.max_priority_for(api_key.user)
+            raw, max_priority=options.max_priority_for(api_key.user)
         )
     except InvalidOptions as exc:
         raise ApiError(400, str(exc), param=exc.key) from None
@@ -261,14 +261,14 @@ async def _submit(
     api_key: ApiKey, turns: list[dict[str, str]], options: GenerationOptions, mode: str
 ) -> Message:
     try:
-        return await database_sync_to_async(services.api_request_submit)(
+        return await database_sync_to_async(submission.api_request_submit)(
             user=api_key.user,
             turns=turns,
             options=options,
             mode=mode,
             in_history=api_key.keep_history,
         )
-    except services.ChatError as exc:
+    except errors.ChatError as exc:
         raise _chat_error(exc) from None
     except InvalidOptions as exc:  # an option this model cannot honour
         raise ApiError(400, str(exc), param=exc.key) from None
@@ -285,11 +285,11 @@ async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[dict[str, 
     finally:
         if not finished:
             await asyncio.shield(
-                database_sync_to_async(services.message_abort)(
+                database_sync_to_async(queue.message_abort)(
                     user=api_key.user, message_id=message.id
                 )
             )
-        await database_sync_to_async(services.api_conversation_discard)(message=message)
+        await database_sync_to_async(submission.api_conversation_discard)(message=message)
 
 
 def _finish_reason(done: dict[str, Any]) -> str:

@@ -52,6 +52,11 @@ REASONING_EFFORT_BUDGETS: dict[str, int | None] = {
 }
 
 
+def max_priority_for(user: Any) -> str:
+    """The most urgent tier a user may ask for: staff may jump the queue, others not."""
+    return "high" if getattr(user, "is_staff", False) else "normal"
+
+
 class InvalidOptions(ValueError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key

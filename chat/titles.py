@@ -22,7 +22,7 @@ from django.db import transaction
 from rq import Queue
 
 from chat.models import Conversation, Message
-from chat.services import queues_model
+from chat.queue import queues_model
 from chat.streams import user_group
 from inference.presence import BACKGROUND_TIER, background_queue_name
 from inference.requests import Finished, GenerationRequest
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # mostly ends mid-phrase ("Why the Sea Has Two High"); eight, less a dangling little word,
 # mostly reads whole.
 TITLE_WORDS = 8
-TITLE_CHARS = 60  # as long as the first words' title (chat.services.TITLE_LENGTH)
+TITLE_CHARS = 60  # as long as the first words' title (chat.submission.TITLE_LENGTH)
 # Of the first prompt, what the model reads to name the conversation: enough to know what it
 # is about, little to read for background work. (With the answer too, the default model wrote
 # the answer's first sentence again rather than a title.)

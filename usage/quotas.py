@@ -2,7 +2,7 @@
 Quota row, their groups' rows or the site defaults (WIZ_TOKENS_PER_DAY, WIZ_REQUESTS_PER_MINUTE).
 
 `quota_take` runs in the transaction that queues an answer, after the user's row is locked
-(chat.services): two requests of one user are then counted one after the other, so a limit of
+(chat.submission): two requests of one user are then counted one after the other, so a limit of
 five lets exactly five through however many arrive at once."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Adding a finished answer to its user's daily usage row, in the transaction that saves the
-answer's end (chat.models.Message.finish, and chat.services when the reaper fails an answer of a
+answer's end (chat.models.Message.finish, and chat.queue when the reaper fails an answer of a
 dead worker), so the figures are exact: an answer is counted once, when it ends, or not at all."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from chat.models import Conversation
-from chat.services import _title_from
+from chat.submission import _title_from
 from tests.chat import test_browser
 from tests.chat.test_browser import log_in
 from tests.chat.test_browser_sidebar import ready

@@ -148,7 +148,7 @@ def test_it_refuses_a_budget_beside_json_mode(client: openai.OpenAI) -> None:
 
 def test_a_conversation_keeps_its_reasoning_through_export_and_import(owner: Any) -> None:
     from chat.api import conversation_export
-    from chat.services import conversation_import
+    from chat.conversations import conversation_import
 
     conversation = Conversation.objects.create(owner=owner, title="Sums")
     question = Message.objects.create(

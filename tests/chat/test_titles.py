@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from rq.job import Job, JobStatus
 
 from chat.models import Conversation, Message
-from chat.services import TITLE_LENGTH, _title_from
+from chat.submission import TITLE_LENGTH, _title_from
 from chat.titles import title_clean, title_job_id, title_wanted, title_write
 from tests.chat.socket_client import collect, next_of_type, open_socket
 from tests.conftest import SECOND_MODEL, start_worker

@@ -140,7 +140,7 @@ def test_an_outsider_whose_default_model_is_closed_gets_an_open_one(
     members_only: LocalModel, default_model: LocalModel, outsider: Any
 ) -> None:
     from chat.options import options_parse
-    from chat.services import prompt_submit
+    from chat.submission import prompt_submit
 
     adults = Group.objects.get(name="adults")
     LocalModel.objects.filter(pk=default_model.pk).update(is_default=False)

@@ -18,12 +18,13 @@ from django.test import override_settings
 from django.utils import timezone
 from rq import Queue
 
+from chat.errors import ChatError
 from chat.models import Message
 from chat.options import options_parse
-from chat.services import ChatError, prompt_submit
+from chat.submission import prompt_submit
 from inference.presence import generation_queue_name
 from tests.chat.socket_client import collect, open_socket, send_prompt
-from tests.chat.test_services import submissions_at_once, submit
+from tests.chat.test_submission import submissions_at_once, submit
 from usage.models import DailyUsage, Quota, RequestStamp
 from usage.quotas import limits_for
 from wizweb.apikeys import apikey_create

@@ -15,7 +15,8 @@ from rq import Queue
 
 from chat.models import Message
 from chat.options import options_parse
-from chat.services import generations_reap_namesake, message_abort, prompt_submit
+from chat.queue import generations_reap_namesake, message_abort
+from chat.submission import prompt_submit
 from inference.presence import generation_queue_name
 from usage.models import DailyUsage
 from usage.recording import ttft_bucket, ttft_bucket_ms

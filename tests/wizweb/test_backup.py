@@ -21,7 +21,8 @@ from django.db import connection
 
 from chat.models import Message
 from chat.options import options_parse
-from chat.services import message_abort, prompt_submit
+from chat.queue import message_abort
+from chat.submission import prompt_submit
 from tests.conftest import PASSWORD
 from tests.processes import MANAGE, Child, child_env, shared_database_url, wait_for
 from wizweb.redis_server import PrivateRedis

@@ -31,7 +31,7 @@ from django.conf import settings
 from rq import Queue
 
 from chat.models import Message
-from chat.services import WORKER_LOST_ERROR
+from chat.queue import WORKER_LOST_ERROR
 from chat.streams import chunk_log_key
 from inference.presence import generation_queue_name, worker_state_get
 from models_admin.models import LocalModel

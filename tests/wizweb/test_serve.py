@@ -23,7 +23,7 @@ import openai
 import psutil
 import pytest
 
-from chat.services import WORKER_LOST_ERROR
+from chat.queue import WORKER_LOST_ERROR
 from inference.presence import PRESENCE_TTL
 from tests.chat.test_consumer import LONG_PROMPT
 from tests.processes import MANAGE, Child, free_port, wait_for

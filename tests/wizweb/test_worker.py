@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.models import Conversation, Message
-from chat.services import WORKER_LOST_ERROR
+from chat.queue import WORKER_LOST_ERROR
 from chat.streams import abort_key, chunk_log_key
 from inference.presence import worker_state_get, worker_states
 from tests.chat.socket_client import collect, done_for, frames_until_done, open_socket, send_prompt

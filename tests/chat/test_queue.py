@@ -1,28 +1,22 @@
-"""Chat services: limits, queue order and positions, and mending after dead workers."""
+"""The queue: its order, positions and wait estimates, and the reaper mending what dead
+workers and a restarted Redis leave behind."""
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection as db_connection
-from django.test import override_settings
 from django.utils import timezone
 from rq import Queue
 from rq.job import Job
 
 from chat.models import Conversation, Message
-from chat.options import options_parse
-from chat.services import (
+from chat.queue import (
     ANSWER_UNSAVED_ERROR,
     WORKER_LOST_ERROR,
-    ChatError,
     generations_reap,
-    prompt_submit,
     queue_position_frames,
     queued_frame,
 )
@@ -36,45 +30,15 @@ from inference.presence import (
     worker_state_remove,
     worker_states,
 )
+from tests.chat.test_submission import (  # noqa: F401 - an autouse fixture, used here too
+    drop_queued_jobs,
+    queues_no_worker_serves,
+    submit,
+)
 from tests.processes import wait_for
 from wizweb.redis_server import redis_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def submit(user: Any, content: str = "hi", **options: Any) -> Any:
-    return prompt_submit(
-        user=user,
-        conversation_id=None,
-        content=content,
-        options=options_parse(options, max_priority="high"),
-    )
-
-
-def submissions_at_once(user: Any, count: int) -> list[str]:
-    """`count` prompts of `user` submitted together from as many threads (let go at once by
-    a barrier): "accepted" or the refusal's code for each."""
-    start = threading.Barrier(count)
-
-    def prompt(_: int) -> str:
-        try:
-            start.wait()
-            submit(user)
-            return "accepted"
-        except ChatError as exc:
-            return exc.code
-        finally:
-            db_connection.close()
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(prompt, range(count)))
-
-
-@pytest.fixture(autouse=True)
-def queues_no_worker_serves() -> Any:
-    # The session's inference worker may be running: these tests watch rows stay queued.
-    with override_settings(GENERATION_QUEUES=["idle-high", "idle", "idle-low"]):
-        yield
 
 
 @pytest.fixture
@@ -87,29 +51,6 @@ def redis_settled() -> None:
         return int(info["uptime_in_seconds"]) >= PRESENCE_TTL
 
     wait_for(settled, timeout=PRESENCE_TTL + 2, what="Redis to be older than PRESENCE_TTL")
-
-
-def drop_queued_jobs() -> None:
-    """Empty the queues (and delete their jobs)."""
-    connection = redis_connection()
-    for priority in ("high", "normal", "low"):
-        Queue(generation_queue_name(priority), connection=connection).empty()
-
-
-@override_settings(WIZ_MAX_PENDING_PER_USER=2)
-def test_it_refuses_a_prompt_past_the_pending_limit(
-    owner: Any, outsider: Any, default_model: Any
-) -> None:
-    submit(owner)
-    submit(owner)
-    drop_queued_jobs()
-    with pytest.raises(ChatError) as caught:
-        submit(owner)
-    assert caught.value.code == "too_many_pending"
-    assert "limit is 2" in str(caught.value)
-    submit(outsider)  # the limit is per user
-    drop_queued_jobs()
-    assert Message.objects.filter(conversation__owner=owner).count() == 4
 
 
 def test_it_orders_the_queue_by_tier_then_age(owner: Any, default_model: Any) -> None:
@@ -172,16 +113,6 @@ def test_it_tells_a_dead_run_from_the_live_worker_of_the_same_name(
     running.filter(pk=just_started.pk).update(state="done")
 
 
-@override_settings(WIZ_MAX_PENDING_PER_USER=4)
-def test_it_holds_the_pending_limit_against_simultaneous_prompts(
-    owner: Any, default_model: Any
-) -> None:
-    results = submissions_at_once(owner, 10)
-    drop_queued_jobs()
-    assert sorted(results) == ["accepted"] * 4 + ["too_many_pending"] * 6
-    assert Message.objects.filter(conversation__owner=owner, role="assistant").count() == 4
-
-
 def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_model: Any) -> None:
     accepted = submit(owner)
     drop_queued_jobs()  # as a restart of the private, memory-only Redis would
@@ -194,13 +125,6 @@ def test_it_queues_again_a_generation_whose_job_vanished(owner: Any, default_mod
     queue = Queue(generation_queue_name("normal"), connection=connection)
     assert str(accepted.message.id) in queue.job_ids
     drop_queued_jobs()
-
-
-def test_it_refuses_an_unknown_model(owner: Any, default_model: Any) -> None:
-    with pytest.raises(ChatError) as caught:
-        submit(owner, model="no-such-model")
-    assert caught.value.code == "model_not_found"
-    assert not Conversation.objects.exists()
 
 
 def wait_for_idle_workers(timeout: float = 30) -> None:
