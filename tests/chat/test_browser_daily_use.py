@@ -18,8 +18,8 @@ from inference.presence import WorkerState, worker_state_publish, worker_state_r
 from tests.browser import chromium
 from tests.chat import test_browser
 from tests.chat.test_browser import log_in
-from tests.chat.test_services import wait_for_idle_workers
 from tests.chat.test_browser_sidebar import conversation_with, open_menu, ready, wait_until
+from tests.chat.test_services import wait_for_idle_workers
 from tests.conftest import PASSWORD
 from wizweb.redis_server import redis_connection
 
