@@ -158,6 +158,38 @@ def test_the_thinking_streams_collapses_expands_and_comes_back_after_a_reload(
     page.screenshot(path=str(ARTIFACTS / "thinking-expanded-dark.png"))
 
 
+def test_a_reload_while_it_thinks_streams_the_thoughts_again_from_the_log(
+    page: Page, web_server: str, owner: Any, thinker_worker: Child
+) -> None:
+    # Thinking long enough (about 150 tokens) that the reload comes while the answer is written.
+    settings = {**THINKING, "reasoning_budget": 150, "max_tokens": 170}
+    conversation = Conversation.objects.create(owner=owner, title="Long", settings=settings)
+    log_in(page, web_server)
+    page.goto(f"{web_server}/c/{conversation.id}/")
+    expect(page.locator("body[data-connected=true]")).to_be_attached(timeout=15_000)
+    box = page.get_by_label("Message", exact=True)
+    box.fill(PROMPT)
+    box.press("Enter")
+    thinking = page.locator("li.message.assistant details.thinking[data-state=thinking]")
+    expect(thinking).to_be_visible(timeout=60_000)
+
+    page.add_init_script(f"addEventListener('DOMContentLoaded', () => {{ {RECORD_BLOCK} }});")
+    page.reload()
+    answer = page.locator("li.message.assistant").last
+    expect(answer).to_have_attribute("data-state", "done", timeout=120_000)
+    message = Message.objects.get(pk=answer.get_attribute("data-message"))
+    assert message.reasoning and message.content
+    # The reloaded page subscribed from the start: the log's reasoning chunks built the block
+    # again, open and "Thinking…", before the answer's own chunks closed it.
+    seen = page.evaluate("window.thinkingSeen")
+    assert any(s["state"] == "thinking" and s["open"] and s["answer"] == 0 for s in seen), seen
+    block = answer.locator("details.thinking")
+    expect(block.locator("summary")).to_have_text(thought_for(message))
+    expect(block).to_have_js_property("open", False)
+    assert block.locator(".thinking-body").evaluate("b => b.textContent").startswith("Plan: add")
+    expect(answer.locator(".content")).not_to_contain_text("Plan:")
+
+
 def test_an_answer_that_did_not_think_has_no_block_and_an_unclosed_one_shows_its_note(
     page: Page, web_server: str, owner: Any
 ) -> None:
