@@ -216,8 +216,9 @@ def call_request(
     ):
         # A response prefix is kept only when it opens the thinking (any other would break
         # the JSON); the block is then open, as it is after a template that opens it.
-        if sampling.response_prefix.lstrip().startswith(markers.open):
-            prefix = sampling.response_prefix
+        given = sampling.response_prefix
+        if given.lstrip().startswith(markers.open) and markers.close not in given:
+            prefix = given
         opened = thinking.opens_block or bool(prefix)
         grammar = _thought_first(grammar, thinking, opened=opened)
         room += TOOL_THOUGHT_CHARS
