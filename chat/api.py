@@ -89,7 +89,18 @@ def conversation_markdown(conversation: Conversation) -> str:
         who = {"user": "You", "assistant": f"Assistant ({message.model_name or 'model'})"}.get(
             message.role, message.role.capitalize()
         )
-        lines += [f"**{who}:**", "", message.content or "", ""]
+        lines += [f"**{who}:**", ""]
+        if message.reasoning:
+            # Folded, as the chat page shows it; a blank line lets its markdown render inside.
+            lines += [
+                "<details><summary>Thinking</summary>",
+                "",
+                message.reasoning,
+                "",
+                "</details>",
+                "",
+            ]
+        lines += [message.content or "", ""]
         if message.tool_calls:
             lines += ["```json", json.dumps(message.tool_calls, indent=2), "```", ""]
         if message.state == Message.State.FAILED:

@@ -149,7 +149,14 @@ def _answer(
         )
         calls: list[dict[str, Any]] = []
     else:
-        finished = run(call_request(history, plan, options.sampling))
+        # A thinking model may think before it calls: its thoughts stream as reasoning, and
+        # the calls are parsed from the content alone (the splitter took the block off).
+        finished = run(
+            call_request(history, plan, options.sampling, engine.thinking),
+            on_text=lambda text, channel: (
+                on_text(text, channel) if channel == "reasoning" else None
+            ),
+        )
         calls = tool_calls_from(finished.content) if finished.finish_reason == "stop" else []
         if calls:
             finished = replace(finished, content="", finish_reason="tool_calls")

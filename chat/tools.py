@@ -11,21 +11,32 @@ instead of relying on a template or a model trained on one tool-call format:
    `tool_calls` in OpenAI's shape with `finish_reason` "tool_calls".
 
 How well a model decides is the model's own business: a 135M model says "yes" too often.
+
+A model that thinks may think before it calls (its template's markers, `inference.reasoning`):
+the call grammar then lets it write its thinking block first, up to TOOL_THOUGHT_CHARS
+characters, and requires it when the prompt (or a response prefix) opened the block. The
+worker splits that block off like any other, so the calls are parsed from the content alone
+and the thinking is kept apart as the answer's reasoning.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chat.grammar import GrammarError, schema_to_grammar
+from inference.reasoning import TemplateReasoning
 from inference.requests import GenerationRequest
 from inference.sampling import Sampling
 
 MAX_TOOLS = 32
 YES_NO_GRAMMAR = 'root ::= "yes" | "no"'
+# The longest thinking before tool calls: the grammar closes the block there, since a budget
+# (forced tokens) cannot be used beside a grammar.
+TOOL_THOUGHT_CHARS = 1000
 
 
 class ToolsError(ValueError):
@@ -147,10 +158,38 @@ def decision_request(history: list[dict[str, str]], request: ToolRequest) -> Gen
     )
 
 
+def _literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _thought_first(grammar: str, thinking: TemplateReasoning, *, opened: bool) -> str:
+    """The call grammar with the model's thinking block before the calls: required when the
+    block is already open, optional otherwise. Its text may hold any `<` but the one that
+    starts the closing marker (`</`), so the block ends only where the model closes it (or at
+    TOOL_THOUGHT_CHARS)."""
+    assert thinking.markers is not None and thinking.markers.close.startswith("</")
+    calls, renamed = re.subn(r"^root ::=", "calls ::=", grammar, count=1, flags=re.M)
+    assert renamed == 1, "the converted call grammar has no root rule"
+    close = _literal(thinking.markers.close)
+    block = f"thought-text {close} thought-gap"
+    rules = [
+        f"root ::= {block} calls"
+        if opened
+        else f"root ::= ({_literal(thinking.markers.open)} {block})? calls",
+        f'thought-text ::= ([^<] | "<" [^/]){{0,{TOOL_THOUGHT_CHARS}}}',
+        "thought-gap ::= [ \\t\\n]{0,4}",
+    ]
+    return "\n".join(rules) + "\n" + calls
+
+
 def call_request(
-    history: list[dict[str, str]], request: ToolRequest, sampling: Sampling
+    history: list[dict[str, str]],
+    request: ToolRequest,
+    sampling: Sampling,
+    thinking: TemplateReasoning | None = None,
 ) -> GenerationRequest:
-    """Write the tool calls, as JSON that the grammar guarantees."""
+    """Write the tool calls, as JSON that the grammar guarantees; for a model that thinks
+    (`thinking`, read from its template), after its thinking."""
     tools = request.callable_tools()
     described = json.dumps([t.as_json() for t in tools], ensure_ascii=False)
     instruction = (
@@ -162,14 +201,31 @@ def call_request(
     if system:
         instruction = f"{system[0]['content']}\n\n{instruction}"
     messages = [{"role": "system", "content": instruction}, *history[len(system) :]]
+    grammar = _call_grammar(tools)
+    prefix = ""
+    room = max(sampling.max_tokens, 256)
+    markers = thinking.markers if thinking is not None else None
+    # Harmony's close is made of special tokens (`<|end|>` is not even text), which a grammar
+    # cannot ask for: gpt-oss calls tools without thinking first here.
+    thinks_in_text = markers is not None and markers.close.startswith("</")
+    if (
+        thinking is not None
+        and markers is not None
+        and thinks_in_text
+        and sampling.reasoning is not False
+    ):
+        # A response prefix is kept only when it opens the thinking (any other would break
+        # the JSON); the block is then open, as it is after a template that opens it.
+        given = sampling.response_prefix
+        if given.lstrip().startswith(markers.open) and markers.close not in given:
+            prefix = given
+        opened = thinking.opens_block or bool(prefix)
+        grammar = _thought_first(grammar, thinking, opened=opened)
+        room += TOOL_THOUGHT_CHARS
     return GenerationRequest(
         messages=messages,
         sampling=replace(
-            sampling,
-            grammar=_call_grammar(tools),
-            stop=(),
-            response_prefix="",
-            max_tokens=max(sampling.max_tokens, 256),
+            sampling, grammar=grammar, stop=(), response_prefix=prefix, max_tokens=room
         ),
     )
 

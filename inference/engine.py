@@ -197,14 +197,17 @@ class BatchedEngine:
         """The forced start of the answer: the request's own, after an empty thinking block
         when thinking is switched off on a template that has no switch of its own (the
         documented fallback, what llama-server does too)."""
+        return self._empty_block(sampling) + sampling.response_prefix
+
+    def _empty_block(self, sampling: Sampling) -> str:
         markers = self.thinking.markers
         if sampling.reasoning is not False or markers is None:
-            return sampling.response_prefix
+            return ""
         if self.thinking.switch == "enable_thinking":
-            return sampling.response_prefix
+            return ""
         if self.thinking.opens_block:
-            return f"{markers.close}\n\n{sampling.response_prefix}"
-        return f"{markers.open}\n\n{markers.close}\n\n{sampling.response_prefix}"
+            return markers.closing.lstrip()
+        return f"{markers.open}\n{markers.closing}"
 
     def reasoning_check(self, request: GenerationRequest) -> None:
         """Refuse reasoning options this model (or this request) cannot honour."""
@@ -228,8 +231,11 @@ class BatchedEngine:
             )
 
     def _prefix_tokens(self, sampling: Sampling) -> list[int]:
-        prefix = self.response_prefix(sampling)
-        return self.tokenize(prefix, add_bos=False) if prefix else []
+        # The empty block's markers are the template's own tokens (harmony's `<|end|>` is a
+        # control token, read only as special); the request's prefix is text.
+        block, prefix = self._empty_block(sampling), sampling.response_prefix
+        tokens = self.tokenize(block, add_bos=False, special=True) if block else []
+        return tokens + (self.tokenize(prefix, add_bos=False) if prefix else [])
 
     def _chat_prompt(self, messages: list[dict[str, str]], sampling: Sampling) -> tuple[str, bool]:
         options = {}
@@ -257,7 +263,7 @@ class BatchedEngine:
             budget=budget,
             open_text=markers.open.encode(),
             close_text=markers.close.encode(),
-            close_tokens=self.tokenize(f"\n{markers.close}\n\n", add_bos=False, special=True),
+            close_tokens=self.tokenize(markers.closing, add_bos=False, special=True),
             piece=lambda token: self.model.token_to_piece(token, special=True),
             thinking=opened.thinking or bool(opened.closed),
             done=bool(opened.closed),

@@ -1,7 +1,9 @@
 """Thinking apart from the answer, with no model behind it: shown text in, two channels out.
 
 Models that think (Qwen3, DeepSeek-R1 distills, SmolLM3) write their reasoning between their
-template's markers, `<think>` and `</think>`, and then the answer. `ReasoningSplitter` takes the
+template's markers, `<think>` and `</think>`, and then the answer; gpt-oss writes OpenAI's
+"harmony" channels, `<|channel|>analysis<|message|>` thoughts, then
+`<|start|>assistant<|channel|>final<|message|>` and the answer. `ReasoningSplitter` takes the
 text `TextAssembler` releases and says which part is reasoning and which is content, never
 giving out part of a marker. Only a block at the start of the answer counts: a `<think>` in the
 middle of an answer is the answer's own text (code about thinking models, say).
@@ -29,15 +31,34 @@ UNCLOSED_NOTE = "The model began thinking and never finished; what it wrote is k
 class ReasoningMarkers:
     open: str
     close: str
+    # What opens the answer when the model does not think first (harmony's final channel); it
+    # is dropped like the markers, so it never shows in the content.
+    answer: str = ""
+    # What the worker writes to close the block itself (a budget spent, thinking switched off).
+    forced_close: str = ""
+
+    @property
+    def closing(self) -> str:
+        return self.forced_close or f"\n{self.close}\n\n"
 
 
 THINK = ReasoningMarkers("<think>", "</think>")
+# gpt-oss. llama.cpp always renders `<|channel|>`, `<|message|>` and `<|start|>` (they are not
+# control tokens there), but not `<|end|>`, which ends the analysis: so the close is what
+# follows it, and `<|end|>` is written only when the worker closes the block.
+HARMONY = ReasoningMarkers(
+    "<|channel|>analysis<|message|>",
+    "<|start|>assistant<|channel|>final<|message|>",
+    answer="<|channel|>final<|message|>",
+    forced_close="<|end|><|start|>assistant<|channel|>final<|message|>",
+)
 
 # Markers other families use, first match wins when a template is read.
 KNOWN_MARKERS: tuple[ReasoningMarkers, ...] = (
     THINK,
     ReasoningMarkers("<|begin_of_thought|>", "<|end_of_thought|>"),
     ReasoningMarkers("<thinking>", "</thinking>"),
+    HARMONY,
 )
 
 
@@ -80,8 +101,13 @@ class ReasoningSplitter:
                     self._buffer = stripped[len(self.markers.open) :]
                     self._state, self._opened = "reasoning", True
                     continue
-                if self.markers.open.startswith(stripped):
-                    break  # only whitespace or part of the opening marker so far
+                answer = self.markers.answer
+                if answer and stripped.startswith(answer):
+                    self._buffer = stripped[len(answer) :]
+                    self._state = "content"
+                    continue
+                if self.markers.open.startswith(stripped) or answer.startswith(stripped):
+                    break  # only whitespace or part of a marker so far
                 self._state = "content"
                 continue
             if self._state == "reasoning":

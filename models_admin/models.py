@@ -92,6 +92,8 @@ class LocalModel(models.Model):
             "name": self.name,
             "default": self.is_default,
             "context_window": context_window,
+            # The settings panel offers thinking on/off and a budget only to a model that thinks.
+            "thinks": self.template_abilities.thinks,
         }
 
 

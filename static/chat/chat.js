@@ -9,6 +9,7 @@
 import { copyText, renderMarkdown } from "./markdown.js";
 import { currentModel, currentOptions, settingsAttach } from "./settings.js";
 import { sidebarRaise, sidebarRemove, sidebarShow } from "./sidebar.js";
+import { thinkingChunk, thinkingEnd, thinkingShow } from "./thinking.js";
 import "./shortcuts.js";
 import { toast } from "./toast.js";
 
@@ -279,6 +280,7 @@ function showFinished(view, message) {
   } else {
     renderAnswer(view);
   }
+  thinkingShow(view, message);
   view.item.classList.remove("streaming");
   const failed = message.finish_reason === "error" || message.state === "failed";
   view.item.classList.toggle("failed", failed);
@@ -484,6 +486,8 @@ function startEdit(id) {
 function finishedFrame(message, frame) {
   Object.assign(message, {
     content: frame.content || "",
+    reasoning: frame.reasoning || "",
+    note: frame.note || "",
     state: STATE_OF[frame.finish_reason] || "done",
     finish_reason: frame.finish_reason,
     usage: frame.usage,
@@ -571,6 +575,8 @@ const handlers = {
     }
     view.readDone = undefined;
     view.seq = frame.seq;
+    if (frame.channel === "reasoning") return thinkingChunk(view, frame.text);
+    thinkingEnd(view);
     view.text += frame.text;
     renderSoon(view);
   },

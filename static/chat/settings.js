@@ -23,6 +23,9 @@ const presetDefaultBox = document.getElementById("preset-default");
 const presetDialog = document.getElementById("preset-dialog");
 const presetName = document.getElementById("preset-name");
 const jsonBox = document.getElementById("setting-json");
+const reasoningSelect = document.getElementById("setting-reasoning");
+const thinkingFields = [...form.querySelectorAll("[data-thinking]")];
+const thinkingNote = document.getElementById("thinking-note");
 const extraLine = document.getElementById("settings-extra");
 const numberFields = new Map(
   [...form.querySelectorAll("input[type=number]")].map((input) => [input.name, input]),
@@ -42,7 +45,7 @@ function defaultModel() {
 
 function show(settings) {
   extras = {};
-  const known = new Set(["model", "system_prompt", "response_format", ...numberFields.keys()]);
+  const known = new Set(["model", "system_prompt", "response_format", "reasoning", ...numberFields.keys()]);
   for (const [key, value] of Object.entries(settings)) {
     if (!known.has(key)) extras[key] = value;
   }
@@ -59,6 +62,7 @@ function show(settings) {
   for (const [key, input] of numberFields) input.value = settings[key] ?? "";
   const format = settings.response_format;
   jsonBox.checked = format?.type === "json_object";
+  reasoningSelect.value = settings.reasoning === true ? "on" : settings.reasoning === false ? "off" : "";
   if (format && !["json_object", "text"].includes(format.type)) extras.response_format = format;
   extraLine.hidden = Object.keys(extras).length === 0;
   extraLine.textContent = `Also saved with this conversation: ${Object.entries(extras)
@@ -79,6 +83,7 @@ export function currentOptions() {
     if (input.value !== "") options[key] = Number(input.value);
   }
   if (jsonBox.checked) options.response_format = { type: "json_object" };
+  if (reasoningSelect.value) options.reasoning = reasoningSelect.value === "on";
   return options;
 }
 
@@ -87,8 +92,24 @@ export function currentModel() {
   return models.find((m) => m.name === modelSelect.value) || null;
 }
 
+// The thinking fields are for a model that thinks. For one that does not they stay in view only
+// while they hold a value, with a note: the server refuses such a prompt with a sentence, and
+// the reader must be able to see and clear what it refers to.
+function showThinking() {
+  const model = currentModel();
+  const options = currentOptions();
+  const set = options.reasoning === true || "reasoning_budget" in options;
+  const thinks = Boolean(model?.thinks);
+  for (const field of thinkingFields) field.hidden = !thinks && !set;
+  thinkingNote.hidden = thinks || !set;
+  thinkingNote.textContent = model
+    ? `${model.name} does not think: turn thinking to the default or off and clear the budget, or pick a thinking model.`
+    : "";
+}
+
 // What differs from the defaults, on the closed panel's line (the model is the header's picker).
 function describe() {
+  showThinking();
   const options = currentOptions();
   const parts = [];
   for (const [key, label] of [
@@ -97,9 +118,11 @@ function describe() {
     ["top_k", "top k"],
     ["max_tokens", "max tokens"],
     ["seed", "seed"],
+    ["reasoning_budget", "thinking budget"],
   ]) {
     if (key in options) parts.push(`${label} ${options[key]}`);
   }
+  if ("reasoning" in options) parts.push(options.reasoning ? "thinking on" : "thinking off");
   if (jsonBox.checked) parts.push("JSON");
   if (options.system_prompt) parts.push("system prompt");
   summary.textContent = parts.join(" · ") || "defaults";

@@ -147,6 +147,37 @@ def test_a_browser_session_needs_the_csrf_token_to_change_things(
     assert client.delete(url, HTTP_X_CSRFTOKEN=token).status_code == 204
 
 
+def test_its_exports_and_imports_keep_a_thinking_answers_reasoning_apart(
+    owner: Any, conversation: Any
+) -> None:
+    answer = conversation.messages.get(role="assistant")
+    answer.reasoning = "The moon reflects the *sun*."
+    answer.reasoning_tokens = 7
+    answer.save()
+    client = Client()
+    text = client.get(
+        f"/api/conversations/{conversation.id}/export?format=md", **bearer(owner)
+    ).content.decode()
+    assert (
+        "**Assistant (SmolLM2):**\n\n<details><summary>Thinking</summary>\n\n"
+        "The moon reflects the *sun*.\n\n</details>\n\nIt is **bright**." in text
+    )
+    assert "Thinking" not in text.split("**You:**")[1].split("**Assistant")[0]
+    exported = client.get(
+        f"/api/conversations/{conversation.id}/export?format=json", **bearer(owner)
+    )
+    shown = json.loads(exported.content)["messages"][1]
+    assert (shown["content"], shown["reasoning"]) == (
+        "It is **bright**.",
+        "The moon reflects the *sun*.",
+    )
+    imported = client.post(
+        "/api/conversations/", exported.content, content_type="application/json", **bearer(owner)
+    )
+    copy = Conversation.objects.get(pk=imported.json()["id"]).messages.get(role="assistant")
+    assert (copy.content, copy.reasoning) == ("It is **bright**.", "The moon reflects the *sun*.")
+
+
 def test_it_imports_its_own_json_export_with_branches(owner: Any, conversation: Any) -> None:
     question = conversation.messages.get(role="user")
     Message.objects.create(

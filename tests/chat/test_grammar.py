@@ -230,3 +230,28 @@ def test_options_name_the_bad_grammar_and_the_bad_schema() -> None:
     with pytest.raises(InvalidOptions, match="maxLength") as bad_tool:
         options_parse({"tools": [tool]})
     assert bad_tool.value.key == "tools"
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_the_call_grammar_of_a_thinking_model_is_one_llama_cpp_reads(
+    vocab: object, opened: bool
+) -> None:
+    from chat.tools import call_request, tools_parse
+    from inference.reasoning import template_reasoning
+    from inference.sampling import Sampling
+    from tests.chat.test_generation import WEATHER
+    from tests.thinking_model import QWEN3_STYLE_TEMPLATE
+
+    plan = tools_parse([WEATHER], "required")
+    assert plan is not None
+    prefix = "<think>\nHm" if opened else ""
+    thinking = template_reasoning(QWEN3_STYLE_TEMPLATE)
+    request = call_request([], plan, Sampling(response_prefix=prefix), thinking)
+    grammar = request.sampling.grammar
+    assert grammar is not None
+    assert grammar.startswith(
+        'root ::= thought-text "</think>"' if opened else 'root ::= ("<think>"'
+    )
+    assert request.sampling.response_prefix == prefix
+    assert we_accept(grammar)
+    assert llama_accepts(vocab, grammar)

@@ -225,3 +225,67 @@ def test_a_thinking_model_still_calls_tools(client: openai.OpenAI) -> None:
     call = choice.message.tool_calls[0]
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert isinstance(json.loads(call.function.arguments), dict)  # type: ignore[union-attr]
+
+
+# A response prefix that opens the thinking: the call grammar then asks for the rest of the
+# block, closed, before the calls (chat.tools).
+THINK_THEN_CALL = {"response_prefix": "<think>\nThe user asks for the weather in Paris, so I"}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+def assert_thoughts_apart(reasoning: str, content: str, calls: list[dict[str, Any]]) -> None:
+    assert reasoning.startswith("The user asks for the weather in Paris, so I"), reasoning
+    assert "<think>" not in reasoning and "</think>" not in reasoning
+    assert not content
+    assert calls and calls[0]["function"]["name"] == "get_weather"
+    arguments = calls[0]["function"]["arguments"]
+    assert isinstance(json.loads(arguments), dict)
+    assert "think>" not in arguments and "weather in Paris, so" not in arguments
+
+
+def test_a_thinking_model_thinks_then_calls_a_tool_with_its_thoughts_apart(
+    client: openai.OpenAI,
+) -> None:
+    completion = client.chat.completions.create(
+        model=THINKER,
+        messages=WEATHER_QUESTION,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="required",
+        seed=1,
+        temperature=0,
+        extra_body=THINK_THEN_CALL,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    reasoning = (choice.message.model_extra or {}).get("reasoning_content") or ""
+    calls = [call.model_dump() for call in choice.message.tool_calls or []]
+    assert_thoughts_apart(reasoning, choice.message.content or "", calls)
+    saved = Message.objects.get(role=Message.Role.ASSISTANT)
+    assert (saved.reasoning, saved.content) == (reasoning, "")
+    assert saved.tool_calls[0]["function"] == calls[0]["function"]
+    assert saved.reasoning_tokens and saved.timings["reasoning_ms"] >= 0
+
+
+@pytest.mark.usefixtures("channel_layer_closed")
+async def test_the_socket_streams_the_thoughts_before_a_tool_call_and_keeps_them_apart(
+    owner: Any, thinker: LocalModel, thinker_worker: Child
+) -> None:
+    socket = await open_socket(owner)
+    await send_prompt(
+        socket,
+        WEATHER_QUESTION[0]["content"],
+        model=THINKER,
+        seed=1,
+        temperature=0,
+        tools=[WEATHER],
+        tool_choice="required",
+        **THINK_THEN_CALL,
+    )
+    frames = await frames_until_done(socket)
+    await socket.disconnect()
+    done = frames[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "tool_calls", frames
+    chunks = [f for f in frames if f["type"] == "chunk"]
+    assert chunks and all(c["channel"] == "reasoning" for c in chunks)
+    assert "".join(c["text"] for c in chunks) == done["reasoning"]
+    assert_thoughts_apart(done["reasoning"], done["content"], done["tool_calls"])

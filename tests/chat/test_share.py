@@ -75,6 +75,26 @@ def test_it_shares_with_chosen_users_then_everyone_and_revokes(owner: Any, outsi
     assert mine.get(api).status_code == 404
 
 
+def test_a_shared_answer_shows_its_thoughts_folded_and_escaped(owner: Any) -> None:
+    conversation = conversation_of(owner)
+    answer = conversation.messages.get(content="In **May**.")
+    answer.reasoning = "Frost ends in <b>April</b>."
+    answer.save()
+    link = (
+        client_for(owner)
+        .put(
+            f"/api/conversations/{conversation.pk}/share",
+            {"everyone": True},
+            content_type="application/json",
+        )
+        .json()["url"]
+    )
+    text = client_for(owner).get(link).content.decode()
+    assert '<details class="thinking"' in text
+    assert "Frost ends in &lt;b&gt;April&lt;/b&gt;." in text  # markdown.js renders it on the page
+    assert text.index("Frost ends") < text.index("In **May**.")
+
+
 def test_it_refuses_a_share_with_nobody_or_an_unknown_user(owner: Any) -> None:
     api = f"/api/conversations/{conversation_of(owner).pk}/share"
     mine = client_for(owner)

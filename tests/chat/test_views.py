@@ -96,6 +96,7 @@ def test_it_gives_the_page_models_with_their_context_window_settings_and_presets
             "name": default_model.name,
             "default": True,
             "context_window": 8192,
+            "thinks": False,  # the settings offer thinking only to a model that thinks
         }
     ]
     assert data["settings"] == {"temperature": 0.2}

@@ -16,7 +16,7 @@ from inference.reasoning import UNCLOSED_NOTE
 from inference.requests import Finished, GenerationRequest, ReasoningRefused, TextDelta
 from inference.sampling import Sampling
 from inference.scheduler import ThinkingBudget
-from tests.thinking_model import thinking_model_write
+from tests.thinking_model import QWEN3_STYLE_TEMPLATE, thinking_model_write
 from wizweb.default_model import default_model_path
 
 pytestmark = pytest.mark.stack
@@ -136,6 +136,33 @@ def test_earlier_thinking_is_not_fed_back_unless_the_template_reads_it(
     prompt = thinker.model.detokenize(thinker.prompt_tokens(request), special=True).decode()
     assert "a secret" not in prompt
     assert "4" in prompt
+
+
+# A template that feeds earlier thinking back (as some do for tool-call chains): the history's
+# `reasoning_content` then reaches the model.
+KEEPS_REASONING = QWEN3_STYLE_TEMPLATE.replace(
+    "{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}",
+    "{{- '<|im_start|>assistant\\n<think>' + (message.reasoning_content or '') + '</think>'"
+    " + content + '<|im_end|>\\n' }}",
+)
+
+
+def test_earlier_thinking_is_fed_back_when_the_template_reads_it() -> None:
+    assert KEEPS_REASONING != QWEN3_STYLE_TEMPLATE
+    model = load(default_model_path(Path(settings.MODELS_DIR)))
+    engine = BatchedEngine(model, n_ctx=512, parallel=1, chat_template=KEEPS_REASONING)
+    try:
+        assert engine.thinking.keeps_reasoning
+        history = [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4", "reasoning_content": "Two and two, kept."},
+            {"role": "user", "content": "And 3+3?"},
+        ]
+        request = GenerationRequest(messages=history)
+        prompt = engine.model.detokenize(engine.prompt_tokens(request), special=True).decode()
+        assert "<think>Two and two, kept.</think>4" in prompt
+    finally:
+        engine.close()
 
 
 PIECES = {1: b"<think>", 2: b" hm", 3: b"</think>", 4: b"Yes", 5: b" "}

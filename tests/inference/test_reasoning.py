@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inference.reasoning import (
+    HARMONY,
     UNCLOSED_NOTE,
     Piece,
     ReasoningMarkers,
@@ -112,6 +113,66 @@ def test_it_splits_by_other_markers() -> None:
     assert (splitter.reasoning, splitter.content) == ("plan", "done")
 
 
+def test_it_splits_harmony_analysis_from_the_final_channel() -> None:
+    splitter = ReasoningSplitter(HARMONY)
+    pieces = streamed(
+        splitter,
+        [
+            "<|channel|>analy",
+            "sis<|message|>User wants 2+2.",
+            " Easy.<|start|>assis",
+            "tant<|channel|>final<|message|>It is ",
+            "4.",
+        ],
+    )
+    assert (splitter.reasoning, splitter.content) == ("User wants 2+2. Easy.", "It is 4.")
+    assert joined(pieces, "reasoning") == splitter.reasoning
+    assert joined(pieces, "content") == splitter.content
+    assert not any("<|" in p.text for p in pieces)
+
+
+def test_a_harmony_answer_that_does_not_think_loses_its_channel_marker() -> None:
+    splitter = ReasoningSplitter(HARMONY)
+    pieces = streamed(splitter, ["<|channel|>fi", "nal<|message|>Hello", " there."])
+    assert (splitter.reasoning, splitter.content) == ("", "Hello there.")
+    assert joined(pieces, "content") == "Hello there."
+
+
+def test_an_unclosed_harmony_analysis_is_kept_as_the_answer_with_a_note() -> None:
+    splitter = ReasoningSplitter(HARMONY)
+    streamed(splitter, ["<|channel|>analysis<|message|>Thinking and", " thinking<|start|>assi"])
+    assert splitter.reasoning == ""
+    assert splitter.content == "Thinking and thinking<|start|>assi"
+    assert splitter.note == UNCLOSED_NOTE
+
+
+# The parts of gpt-oss's template (llama.cpp's models/templates/openai-gpt-oss-120b.jinja) that
+# say how it thinks and calls tools.
+GPT_OSS_LIKE = (
+    '{%- if reasoning_effort is not defined %}{%- set reasoning_effort = "medium" %}{%- endif %}'
+    '{{- "Reasoning: " + reasoning_effort + "\n\n" }}'
+    '{%- if tools -%}{{- render_tool_namespace("functions", tools) }}{%- endif -%}'
+    "{%- for message in loop_messages -%}{%- if message.role == 'assistant' -%}"
+    '{%- if "tool_calls" in message %}{%- set tool_call = message.tool_calls[0] %}'
+    '{{- "<|start|>assistant<|channel|>analysis<|message|>" + message.thinking + "<|end|>" }}'
+    "{%- else %}"
+    '{{- "<|start|>assistant<|channel|>final<|message|>" + message.content + "<|end|>" }}'
+    "{%- endif %}{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}\n<|start|>assistant\n{%- endif -%}"
+)
+
+
+def test_it_reads_a_gpt_oss_template_as_harmony_thinking_with_tools() -> None:
+    found = template_reasoning(GPT_OSS_LIKE)
+    assert found.thinks and found.markers == HARMONY
+    assert found.switch == ""  # reasoning_effort sets how long, not whether: off is the fallback
+    assert not found.opens_block
+    assert found.tools
+    assert not found.keeps_reasoning  # it reads `thinking` only for a tool call's own turn
+    # Closed by the worker (a budget, thinking off) with the `<|end|>` the model would write.
+    assert HARMONY.closing == "<|end|><|start|>assistant<|channel|>final<|message|>"
+
+
 QWEN3_LIKE = (
     "{%- if tools %}{{- tools | tojson }}<tool_call>{%- endif %}"
     "{%- for message in messages %}{%- if message.reasoning_content %}{%- endif %}"
@@ -146,6 +207,27 @@ def test_it_reads_an_r1_template_as_thinking_always_from_the_prompt() -> None:
     assert found.switch == ""
     assert found.opens_block
     assert not found.tools
+
+
+# The parts of SmolLM3's template that say how it thinks: `enable_thinking` chooses between
+# "/think" and "/no_think", which a system prompt may also say.
+SMOLLM3_LIKE = (
+    "{%- if enable_thinking is not defined -%}{%- set enable_thinking = true -%}{%- endif -%}"
+    '{%- if enable_thinking -%}{%- set reasoning_mode = "/think" -%}'
+    '{%- else -%}{%- set reasoning_mode = "/no_think" -%}{%- endif -%}'
+    '{%- if "/no_think" in system_message -%}{%- set reasoning_mode = "/no_think" -%}{%- endif -%}'
+    "{%- for message in messages -%}{{ message.content }}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}"
+    '{%- if reasoning_mode == "/no_think" -%}{{ "<think>\n\n</think>\n" }}{%- endif -%}'
+    "{%- endif -%}"
+)
+
+
+def test_it_reads_a_smollm3_template_as_thinking_switched_by_enable_thinking() -> None:
+    found = template_reasoning(SMOLLM3_LIKE)
+    assert found.thinks and found.markers is not None and found.markers.open == "<think>"
+    assert found.switch == "enable_thinking"
+    assert not found.opens_block
 
 
 def test_it_reads_a_plain_template_as_not_thinking() -> None:
