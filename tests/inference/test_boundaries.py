@@ -18,7 +18,8 @@ django.setup()
 import wizweb.asgi, wizweb.urls
 from django.urls import get_resolver
 get_resolver().url_patterns  # every view module the web process serves
-import chat.consumers, chat.openai_api, chat.options, chat.services, chat.tools
+import chat.consumers, chat.openai_api, chat.options, chat.submission, chat.queue, chat.tools
+import chat.conversations
 import models_admin.consumers, models_admin.views, wizweb.views
 loaded = sorted(name for name in sys.modules if name.split(".")[0] == "llama_cpp")
 print(",".join(loaded))
