@@ -323,7 +323,7 @@ def wiz_side(data_dir: Path, plan: Plan) -> Iterator[HttpSide]:
     in flight."""
     from django.contrib.auth import get_user_model
 
-    from models_admin.services import localmodel_register_default
+    from models_admin.local_models import localmodel_register_default
     from tests.processes import (
         Child,
         child_env,
@@ -428,7 +428,7 @@ def raw_side() -> Iterator[RawSide]:
     import llama_cpp
 
     from models_admin.loading import load_options_for
-    from models_admin.services import localmodel_register_default
+    from models_admin.local_models import localmodel_register_default
 
     model = localmodel_register_default()
     options = load_options_for(model)

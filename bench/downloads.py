@@ -61,8 +61,8 @@ def run(runs: int, throttle_mb: float, data_dir: Path, source: Path) -> None:
     from huggingface_hub import hf_hub_download
 
     from models_admin.download_events import DownloadEvents
+    from models_admin.downloads import download_cancel, download_run, download_start
     from models_admin.models import Download, LocalModel
-    from models_admin.services import download_cancel, download_run, download_start
     from tests.hub_server import FakeHub
     from wizweb.channels_sender import channel_sender
     from wizweb.redis_server import redis_connection

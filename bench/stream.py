@@ -48,8 +48,8 @@ def raw_run(max_tokens: int, runs: int) -> dict[str, float]:
     import llama_cpp
 
     from models_admin.loading import load_options_for
+    from models_admin.local_models import localmodel_register_default
     from models_admin.models import LocalModel
-    from models_admin.services import localmodel_register_default
 
     model: LocalModel = localmodel_register_default()
     options = load_options_for(model)
@@ -126,7 +126,7 @@ def product_run(data_dir: Path, runs: int) -> dict[str, object]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from models_admin.services import localmodel_register_default
+    from models_admin.local_models import localmodel_register_default
     from tests.processes import (
         Child,
         child_env,

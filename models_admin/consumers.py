@@ -19,8 +19,8 @@ from models_admin.download_events import (
     download_state_frames,
     models_group_message,
 )
+from models_admin.downloads import DownloadRefused, download_cancel
 from models_admin.models import Download
-from models_admin.services import DownloadRefused, download_cancel
 from wizweb.redis_server import redis_connection
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse

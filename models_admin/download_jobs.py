@@ -1,11 +1,11 @@
-"""The job of the download worker: one Download, by id (models_admin.services.download_run)."""
+"""The job of the download worker: one Download, by id (models_admin.downloads.download_run)."""
 
 from __future__ import annotations
 
 from rq import get_current_job
 
 from models_admin.download_events import DownloadEvents
-from models_admin.services import download_run
+from models_admin.downloads import download_run
 from wizweb.channels_sender import channel_sender
 
 

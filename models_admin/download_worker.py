@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from rq.job import Job
 from rq.worker import Worker
 
-from models_admin.services import downloads_revive
+from models_admin.downloads import downloads_revive
 from models_admin.transfer import lease_key
 from wizweb.rq_registration import rq_registration_renew
 

@@ -1,4 +1,4 @@
-"""Local GGUF models: one row per file under the models dir."""
+"""Local GGUF models (one row per file under the models dir) and their downloads from the Hub."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from inference.reasoning import TemplateReasoning, template_reasoning
 
@@ -171,3 +173,45 @@ class Download(models.Model):
     @property
     def percent(self) -> float:
         return round(100 * self.bytes_done / self.total_bytes, 1) if self.total_bytes else 0.0
+
+    # The state changes. Each is a compare-and-set on the row, since a cancel, a revive and the
+    # fetching process may race: only one of them wins, and says so by returning True.
+
+    def requeue(self, *, job_id: str) -> bool:
+        """Queued again under a new job (a revive), if it is still active under its old one."""
+        taken = Download.objects.filter(
+            pk=self.pk, job_id=self.job_id, state__in=self.ACTIVE
+        ).update(state=self.State.QUEUED, job_id=job_id)
+        if taken:
+            self.state, self.job_id = self.State.QUEUED, job_id
+        return bool(taken)
+
+    def start(self, *, job_id: str) -> bool:
+        """Running, one attempt more, if it is still active and still names `job_id` (a job
+        made stale by a revive does nothing)."""
+        started = Download.objects.filter(pk=self.pk, job_id=job_id, state__in=self.ACTIVE).update(
+            state=self.State.RUNNING,
+            attempts=models.F("attempts") + 1,
+            started_at=Coalesce(models.F("started_at"), timezone.now()),
+            error="",
+        )
+        self.refresh_from_db()
+        return bool(started)
+
+    def finish(
+        self,
+        state: str,
+        *,
+        error: str = "",
+        states: tuple[str, ...] = (State.RUNNING,),
+        **fields: Any,
+    ) -> bool:
+        """A final state, only from `states`; a cancelled one records what its partial file
+        holds, for the resume."""
+        if state == self.State.CANCELLED and self.part_path.exists():
+            fields["bytes_done"] = self.part_path.stat().st_size
+        changed = Download.objects.filter(pk=self.pk, state__in=states).update(
+            state=state, error=error, finished_at=timezone.now(), **fields
+        )
+        self.refresh_from_db()
+        return bool(changed)

@@ -20,19 +20,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from inference.presence import worker_states
 from models_admin.access import GroupRefused, group_save, localmodel_set_groups
+from models_admin.downloads import DownloadRefused, download_cancel, download_start
 from models_admin.fit import FileFit, disk_room_bytes, repo_fits
 from models_admin.hub import HubError, HubModel, HubRepo, hub_repo, hub_search
 from models_admin.loading import load_options_for
-from models_admin.models import Download, LocalModel
-from models_admin.services import (
-    DownloadRefused,
+from models_admin.local_models import (
     ModelInUse,
-    download_cancel,
-    download_start,
     localmodel_delete,
     localmodel_scan,
     localmodel_set_default,
 )
+from models_admin.models import Download, LocalModel
 from models_admin.worker_control import (
     LOAD_OPTION_LIMITS,
     WorkerControlError,

@@ -17,8 +17,8 @@ from django.db import connections
 from django.test import Client, override_settings
 
 from inference.presence import worker_state_get
+from models_admin.local_models import localmodel_register, localmodel_register_default
 from models_admin.models import LocalModel
-from models_admin.services import localmodel_register, localmodel_register_default
 from tests.processes import (
     Child,
     child_env,

@@ -54,7 +54,7 @@ def thinker_register(default_model: LocalModel) -> LocalModel:
     """The thinking copy of the default model, written into the models dir and registered."""
     from django.conf import settings
 
-    from models_admin.services import localmodel_register
+    from models_admin.local_models import localmodel_register
 
     path = Path(settings.MODELS_DIR) / "thinking-copy.gguf"
     if not path.exists():

@@ -11,8 +11,8 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Page, expect
 
+from models_admin.local_models import localmodel_register
 from models_admin.models import LocalModel
-from models_admin.services import localmodel_register
 from tests.browser import ARTIFACTS, admin_log_in, chromium
 from tests.conftest import start_worker
 

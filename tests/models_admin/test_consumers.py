@@ -17,8 +17,8 @@ from django.test import Client
 
 from inference.presence import MODELS_GROUP
 from models_admin.download_events import models_group_message
+from models_admin.downloads import download_start
 from models_admin.models import Download, LocalModel
-from models_admin.services import download_start
 from tests.conftest import session_cookie
 from tests.models_admin.conftest import TINY_FILE, TINY_REPO
 from wizweb.asgi import application

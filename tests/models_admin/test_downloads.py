@@ -21,15 +21,15 @@ from django.utils import timezone
 from rq.job import Job
 
 from models_admin.download_events import DownloadEvents
-from models_admin.fit import disk_room_bytes
-from models_admin.models import Download, LocalModel
-from models_admin.services import (
+from models_admin.downloads import (
     DownloadRefused,
     download_cancel,
     download_run,
     download_start,
     downloads_revive,
 )
+from models_admin.fit import disk_room_bytes
+from models_admin.models import Download, LocalModel
 from models_admin.transfer import lease_key
 from tests.hub_server import FakeHub, sha256_of
 from tests.models_admin.conftest import (

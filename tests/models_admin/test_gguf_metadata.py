@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from models_admin.gguf_metadata import NotGGUF, gguf_read_metadata
-from models_admin.services import localmodel_register_default
+from models_admin.local_models import localmodel_register_default
 from wizweb.default_model import DEFAULT_MODEL_SHA256, default_model_path
 
 

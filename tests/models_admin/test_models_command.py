@@ -15,11 +15,12 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from models_admin.downloads import download_start
 from models_admin.fit import gib
 from models_admin.loading import model_memory_estimate
+from models_admin.local_models import localmodel_scan
 from models_admin.management.commands import models as models_command
 from models_admin.models import Download, LocalModel
-from models_admin.services import download_start, localmodel_scan
 from tests.hub_server import FakeHub
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.processes import MANAGE, ROOT, child_env, wait_for

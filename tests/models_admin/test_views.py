@@ -14,8 +14,8 @@ from django.test import Client, override_settings
 
 from inference.presence import worker_states
 from models_admin.loading import model_memory_estimate
+from models_admin.local_models import localmodel_scan
 from models_admin.models import Download, LocalModel
-from models_admin.services import localmodel_scan
 from tests.conftest import start_worker
 from tests.models_admin.conftest import SMOL_FILE, SMOL_REPO, TINY_FILE, TINY_REPO
 from tests.models_admin.test_worker_control import state_of

@@ -24,17 +24,11 @@ from tqdm import tqdm
 
 from inference.presence import worker_states
 from models_admin.download_events import DownloadEvents
+from models_admin.downloads import DownloadRefused, download_run, download_start
 from models_admin.fit import disk_room_bytes, gib, repo_fits
 from models_admin.hub import HubError, hub_repo, hub_search
+from models_admin.local_models import ModelInUse, localmodel_delete, localmodel_scan
 from models_admin.models import Download, LocalModel
-from models_admin.services import (
-    DownloadRefused,
-    ModelInUse,
-    download_run,
-    download_start,
-    localmodel_delete,
-    localmodel_scan,
-)
 from models_admin.transfer import ProgressReport, interrupt_cancels_transfer, lease_key
 from wizweb.channels_sender import channel_sender
 from wizweb.redis_server import redis_connection

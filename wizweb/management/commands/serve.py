@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from models_admin.services import localmodel_register_default
+from models_admin.local_models import localmodel_register_default
 from wizweb.default_model import DefaultModelError, default_model_fetch
 from wizweb.redis_server import RedisLaunchError, redis_server_command
 

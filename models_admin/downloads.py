@@ -1,5 +1,6 @@
-"""Local models (registering files, scanning the models dir, the default, deleting) and
-downloads from the Hub (starting, joining, cancelling, reviving and running them)."""
+"""Downloads from the Hub: starting, joining, cancelling and reviving them, and running one
+(fetch, resume, verify, register). The download's own state changes are methods of
+`Download` (models_admin.models)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,19 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import django_rq
 import redis
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from huggingface_hub.errors import HfHubHTTPError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from inference.presence import worker_states
 from models_admin.download_events import (
     DownloadEvents,
     cancelled_frame,
@@ -35,8 +31,8 @@ from models_admin.download_events import (
     progress_frame,
 )
 from models_admin.fit import disk_shortfall
-from models_admin.gguf_metadata import NotGGUF, gguf_read_metadata
 from models_admin.hub import HubError, hub_file_check, hub_file_url, hub_repo
+from models_admin.local_models import localmodel_register
 from models_admin.models import Download, LocalModel
 from models_admin.transfer import (
     DownloadCancelled,
@@ -47,141 +43,12 @@ from models_admin.transfer import (
     transfer_fetch,
 )
 from wizweb.default_model import (
-    DEFAULT_MODEL_NAME,
-    DEFAULT_MODEL_SHA256,
-    default_model_path,
     file_sha256,
 )
 from wizweb.redis_server import redis_connection
 
 log = logging.getLogger(__name__)
 
-
-@transaction.atomic
-def localmodel_register(
-    *,
-    path: Path,
-    name: str = "",
-    sha256: str = "",
-    make_default: bool = False,
-    repo_id: str = "",
-    repo_file: str = "",
-) -> LocalModel:
-    """Create or refresh the row of a GGUF file under the models dir, reading its header."""
-    models_dir = Path(settings.MODELS_DIR).resolve()
-    resolved = path.resolve()
-    if not resolved.is_relative_to(models_dir):
-        raise ValueError(f"{path} is outside the models dir {models_dir}.")
-    metadata = gguf_read_metadata(resolved)
-    file = str(resolved.relative_to(models_dir))
-    defaults: dict[str, Any] = {
-        "name": _unique_name(name or metadata["name"] or resolved.stem, file=file),
-        "size_bytes": resolved.stat().st_size,
-        "sha256": sha256 or file_sha256(resolved),
-        "metadata": metadata,
-        "state": LocalModel.State.READY,
-        "error": "",
-    }
-    if repo_id:
-        defaults.update(repo_id=repo_id, repo_file=repo_file)
-    model, _ = LocalModel.objects.update_or_create(file=file, defaults=defaults)
-    if make_default or not LocalModel.objects.filter(is_default=True).exists():
-        localmodel_set_default(model=model)
-    return model
-
-
-def _unique_name(name: str, *, file: str) -> str:
-    """Workers and the chat page know models by name: a second file must not take a name that
-    another file has (two quantisations of one model share their header's name)."""
-    taken = LocalModel.objects.exclude(file=file).filter(name=name).exists()
-    return f"{name} ({Path(file).stem})" if taken else name
-
-
-@transaction.atomic
-def localmodel_set_default(*, model: LocalModel) -> None:
-    LocalModel.objects.filter(is_default=True).exclude(pk=model.pk).update(is_default=False)
-    if not model.is_default:
-        model.is_default = True
-        model.save(update_fields=["is_default"])
-
-
-def localmodel_register_default() -> LocalModel:
-    """Register the shipped default model (already fetched into the models dir)."""
-    path = default_model_path(Path(settings.MODELS_DIR))
-    existing = LocalModel.objects.filter(file=path.name).first()
-    if existing is not None and existing.state == LocalModel.State.READY:
-        return existing
-    return localmodel_register(path=path, name=DEFAULT_MODEL_NAME, sha256=DEFAULT_MODEL_SHA256)
-
-
-class ModelInUse(Exception):
-    pass
-
-
-def localmodel_holders(model: LocalModel) -> list[str]:
-    """The live workers that hold the model in memory."""
-    return [s.name for s in worker_states(redis_connection()) if model.name in s.models]
-
-
-def localmodel_delete(*, model: LocalModel) -> None:
-    """Delete a model's file and row; refused while a worker holds it."""
-    holders = localmodel_holders(model)
-    if holders:
-        raise ModelInUse(f"{model.name} is loaded on {', '.join(holders)}; unload it there first.")
-    model.path.unlink(missing_ok=True)
-    was_default = model.is_default
-    model.delete()
-    if was_default:
-        successor = LocalModel.objects.filter(state=LocalModel.State.READY).first()
-        if successor is not None:
-            localmodel_set_default(model=successor)
-
-
-# Local files
-
-
-@dataclass
-class ScanReport:
-    added: list[LocalModel] = field(default_factory=list)
-    missing: list[LocalModel] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
-
-
-def localmodel_scan(*, add_only: bool = False) -> ScanReport:
-    """Register the GGUF files in the models dir that have no row yet, and mark failed the rows
-    whose file is gone. Hidden folders (a fetch in progress) and partial downloads are skipped.
-
-    `add_only` leaves the rows without a file here alone: on a worker machine, which shares the
-    database but holds other files, the server's models are not gone."""
-    models_dir = Path(settings.MODELS_DIR).resolve()
-    report = ScanReport()
-    known = set(LocalModel.objects.values_list("file", flat=True))
-    for path in sorted(models_dir.rglob("*.gguf")):
-        relative = path.relative_to(models_dir)
-        if str(relative) in known or any(p.startswith(".") for p in relative.parts):
-            continue
-        if not path.is_file():
-            continue
-        try:
-            report.added.append(localmodel_register(path=path))
-        except (NotGGUF, ValueError, OSError) as exc:
-            report.unreadable.append((str(relative), str(exc)))
-    if add_only:
-        return report
-    for model in LocalModel.objects.filter(state=LocalModel.State.READY):
-        if not model.path.exists():
-            model.state = LocalModel.State.FAILED
-            model.error = f"The file {model.file} is missing from the models dir."
-            model.save(update_fields=["state", "error"])
-            report.missing.append(model)
-    return report
-
-
-# Downloads
-
-# A download is taken up again when no process holds its lease, unless its job is still waiting
-# in the queue, or it was queued or started so recently that its process may not have taken the
-# lease yet (that takes milliseconds; a wrong revive costs nothing but a job that does nothing).
 REVIVE_GRACE = timedelta(seconds=3)
 MAX_ATTEMPTS = 10
 SAVE_EVERY = 2.0
@@ -355,17 +222,13 @@ def _download_orphaned(download: Download, connection: redis.Redis) -> bool:
 def _download_revive(download: Download) -> bool:
     """Queue an orphaned download again; it resumes from its partial file. The compare-and-set
     on the job id lets only one of several revivers win."""
-    job_id = _new_job_id()
     with transaction.atomic():
-        taken = Download.objects.filter(
-            pk=download.pk, job_id=download.job_id, state__in=Download.ACTIVE
-        ).update(state=Download.State.QUEUED, job_id=job_id)
+        taken = download.requeue(job_id=_new_job_id())
         if taken:
-            download.job_id = job_id
             _download_enqueue(download)
     if taken:
         log.info("Download %s: no process was fetching it; queued again", download.pk)
-    return bool(taken)
+    return taken
 
 
 def downloads_revive(*, connection: redis.Redis) -> list[Download]:
@@ -390,33 +253,14 @@ def download_cancel(*, download: Download, connection: redis.Redis | None = None
             f"The download of {download.filename} is not running ({download.state})."
         )
     connection.set(cancel_key(download.pk), "1", ex=3600)
-    if download.state == Download.State.QUEUED and _download_finish(
-        download, Download.State.CANCELLED, states=(Download.State.QUEUED,)
+    if download.state == Download.State.QUEUED and download.finish(
+        Download.State.CANCELLED, states=(Download.State.QUEUED,)
     ):
         return True
     # Running (or it just started): its process sees the flag, unless there is none.
     if not connection.exists(lease_key(download.pk)):
-        return _download_finish(download, Download.State.CANCELLED, states=Download.ACTIVE)
+        return download.finish(Download.State.CANCELLED, states=Download.ACTIVE)
     return False
-
-
-def _download_finish(
-    download: Download,
-    state: str,
-    *,
-    error: str = "",
-    states: tuple[str, ...] = (Download.State.RUNNING,),
-    **fields: Any,
-) -> bool:
-    """Move a download to a final state, only from `states` (a cancel and an end may race)."""
-    part = download.part_path
-    if state == Download.State.CANCELLED and part.exists():
-        fields["bytes_done"] = part.stat().st_size
-    changed = Download.objects.filter(pk=download.pk, state__in=states).update(
-        state=state, error=error, finished_at=timezone.now(), **fields
-    )
-    download.refresh_from_db()
-    return bool(changed)
 
 
 def _failure_message(download: Download, exc: Exception) -> str:
@@ -458,38 +302,28 @@ def download_run(
         log.info("Download %s is being fetched by another process", download_id)
         return Download.objects.get(pk=download_id)
     try:
-        started = Download.objects.filter(
-            pk=download_id, job_id=job_id, state__in=Download.ACTIVE
-        ).update(
-            state=Download.State.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce(F("started_at"), timezone.now()),
-            error="",
-        )
         download = Download.objects.get(pk=download_id)
-        if not started:
+        if not download.start(job_id=job_id):
             return download
         if download.attempts > MAX_ATTEMPTS:
             download.error = (
                 f"The download of {download.filename} was interrupted {MAX_ATTEMPTS} times; "
                 "ask for it again to resume from what is on disk."
             )
-            _download_finish(download, Download.State.FAILED, error=download.error)
+            download.finish(Download.State.FAILED, error=download.error)
             events.send(failed_frame(download))
             return download
         watch.start()
         try:
             _download_fetch(download, watch=watch, events=events, on_progress=on_progress)
         except (DownloadCancelled, KeyboardInterrupt) as exc:
-            if _download_finish(download, Download.State.CANCELLED):
+            if download.finish(Download.State.CANCELLED):
                 events.send(cancelled_frame(download))
             if isinstance(exc, KeyboardInterrupt):
                 raise
         except Exception as exc:
             log.warning("Download %s failed", download_id, exc_info=True)
-            if _download_finish(
-                download, Download.State.FAILED, error=_failure_message(download, exc)
-            ):
+            if download.finish(Download.State.FAILED, error=_failure_message(download, exc)):
                 events.send(failed_frame(download))
         return download
     finally:
@@ -549,5 +383,5 @@ def _download_fetch(
         repo_id=download.repo_id,
         repo_file=download.filename,
     )
-    if _download_finish(download, Download.State.DONE, local_model=model, bytes_done=final.bytes):
+    if download.finish(Download.State.DONE, local_model=model, bytes_done=final.bytes):
         events.send(done_frame(download))

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from models_admin.local_models import localmodel_register, localmodel_scan
 from models_admin.models import LocalModel
-from models_admin.services import localmodel_register, localmodel_scan
 
 pytestmark = pytest.mark.django_db
 
