@@ -15,7 +15,14 @@ from django.conf import settings
 from chat import errors, options, queue, submission
 from chat.models import Message
 from chat.options import GenerationOptions, InvalidOptions, options_parse
-from chat.streams import message_backlog, message_group, progress_frame_read, user_group
+from chat.streams import (
+    conversation_event,
+    generation_event,
+    message_backlog,
+    message_group,
+    progress_frame_read,
+    user_group,
+)
 from wizweb.redis_server import redis_connection
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
@@ -186,7 +193,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "title": accepted.conversation.title,
             }
             await self.channel_layer.group_send(
-                user_group(self.user.pk), {"type": "chat.conversation", "frame": announced}
+                user_group(self.user.pk), conversation_event(announced)
             )
         await self.catch_up(message_id)
         await self.announce_queue()
@@ -194,7 +201,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def announce_queue(self) -> None:
         """Tell every waiting generation its place (it shifts when one joins or leaves)."""
         for group, frame in await database_sync_to_async(queue.queue_position_frames)():
-            await self.channel_layer.group_send(group, {"type": "chat.frame", "frame": frame})
+            await self.channel_layer.group_send(group, generation_event(frame))
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         message_id = str(_uuid(frame, "message"))
@@ -228,7 +235,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.state == Message.State.ABORTED and message.finish_reason == "aborted":
             # It never reached a worker, so nobody else will say it is done.
             await self.channel_layer.group_send(
-                message_group(message_id), {"type": "chat.frame", "frame": message.done_frame()}
+                message_group(message_id), generation_event(message.done_frame())
             )
             await self.announce_queue()
 

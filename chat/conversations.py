@@ -21,6 +21,7 @@ from chat.options import (
 )
 from chat.queue import message_abort
 from chat.streams import (
+    conversation_event,
     user_group,
 )
 
@@ -36,7 +37,7 @@ def conversation_rename(*, conversation: Conversation, title: str) -> None:
         "title": conversation.title,
     }
     async_to_sync(get_channel_layer().group_send)(
-        user_group(conversation.owner_id), {"type": "chat.conversation", "frame": frame}
+        user_group(conversation.owner_id), conversation_event(frame)
     )
 
 
@@ -58,9 +59,7 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
     # Every page of the user drops it from its sidebar; one showing it leaves its address.
     transaction.on_commit(
-        lambda: async_to_sync(get_channel_layer().group_send)(
-            group, {"type": "chat.conversation", "frame": frame}
-        )
+        lambda: async_to_sync(get_channel_layer().group_send)(group, conversation_event(frame))
     )
 
 

@@ -18,7 +18,7 @@ from chat.grammar import GrammarError
 from chat.models import Message
 from chat.options import GenerationOptions
 from chat.queue import queue_position_frames
-from chat.streams import AbortWatcher, MessageStream
+from chat.streams import AbortWatcher, MessageStream, generation_event
 from chat.titles import title_request
 from chat.tools import call_request, decision_request, tool_calls_from
 from inference.presence import PRIORITIES
@@ -189,7 +189,7 @@ def generation_run(
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)
     for group, frame in queue_position_frames():
-        sender.send(group, {"type": "chat.frame", "frame": frame})
+        sender.send(group, generation_event(frame))
 
     parts: dict[str, list[str]] = {"content": [], "reasoning": []}
 

@@ -13,6 +13,7 @@ from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_stored_read
 from chat.queue import generations_reap, generations_reap_namesake
+from chat.streams import generation_event
 from chat.titles import title_write
 from inference.presence import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
@@ -51,7 +52,7 @@ def conversation_title_write(conversation_id: str) -> None:
 
 def _send(frames: list[tuple[str, dict[str, Any]]]) -> None:
     for group, frame in frames:
-        channel_sender.send(group, {"type": "chat.frame", "frame": frame})
+        channel_sender.send(group, generation_event(frame))
 
 
 def worker_reap(*, connection: redis.Redis) -> None:

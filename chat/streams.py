@@ -86,6 +86,20 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+# The two channel-layer envelopes of a socket frame (docs/protocol.md). A generation's frames
+# go to its message group, and the consumer sends each once, in seq order (`chat_frame`); a
+# user's own frames (a conversation named, renamed or deleted) go to their user group and pass
+# straight through (`chat_conversation`).
+
+
+def generation_event(frame: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "chat.frame", "frame": frame}
+
+
+def conversation_event(frame: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "chat.conversation", "frame": frame}
+
+
 def chunk_log_key(message_id: uuid.UUID | str) -> str:
     return f"wiz:chunks:{uuid.UUID(str(message_id)).hex}"
 
@@ -263,7 +277,7 @@ class MessageStream:
         self._last_flush = 0.0
 
     def frame(self, frame: dict[str, Any]) -> None:
-        self.sender.send(self.group, {"type": "chat.frame", "frame": frame})
+        self.sender.send(self.group, generation_event(frame))
 
     def started(self, *, model: str, worker: str) -> None:
         self.connection.delete(self.log_key)

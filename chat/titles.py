@@ -23,7 +23,7 @@ from rq import Queue
 
 from chat.models import Conversation, Message
 from chat.queue import queues_model
-from chat.streams import user_group
+from chat.streams import conversation_event, user_group
 from inference.presence import BACKGROUND_TIER, background_queue_name
 from inference.requests import Finished, GenerationRequest
 from inference.runtime import runtime
@@ -184,6 +184,6 @@ def title_write(*, conversation_id: uuid.UUID | str, sender: ChannelSender) -> s
     if not saved:
         return ""  # renamed (or deleted) while the model wrote
     frame = {"type": "conversation", "conversation": str(conversation.pk), "title": title}
-    sender.send(user_group(conversation.owner_id), {"type": "chat.conversation", "frame": frame})
+    sender.send(user_group(conversation.owner_id), conversation_event(frame))
     sender.flush()
     return title
