@@ -8,9 +8,7 @@ closes the thinking so that the answer follows."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,8 @@ from chat.models import Conversation, Message
 from models_admin.models import LocalModel
 from tests.browser import ARTIFACTS
 from tests.chat.test_browser import log_in, page
-from tests.conftest import start_worker
 from tests.processes import Child
-from tests.thinking_model import THINKER, thinker_register
+from tests.thinking_model import THINKER
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -68,18 +65,6 @@ new MutationObserver(() => {
   subtree: true, childList: true, characterData: true, attributes: true,
 });
 """
-
-
-@pytest.fixture
-def thinker(db: None, default_model: LocalModel) -> LocalModel:
-    return thinker_register(default_model)
-
-
-@pytest.fixture
-def thinker_worker(thinker: LocalModel, log_dir: Path) -> Iterator[Child]:
-    child = start_worker("pinned-thinker", log_dir, model=THINKER)
-    yield child
-    child.stop()
 
 
 def thought_for(message: Message) -> str:

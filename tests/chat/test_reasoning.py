@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -17,27 +16,14 @@ from chat.models import Conversation, Message
 from models_admin.models import LocalModel
 from tests.chat.socket_client import frames_until_done, open_socket, send_prompt
 from tests.chat.test_generation import WEATHER
-from tests.conftest import start_worker
 from tests.processes import Child
-from tests.thinking_model import THINKER, thinker_register
+from tests.thinking_model import THINKER
 from wizweb.apikeys import apikey_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 THINK = {"response_prefix": "<think>\n", "reasoning_budget": 6}
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
-
-
-@pytest.fixture
-def thinker(db: None, default_model: LocalModel) -> LocalModel:
-    return thinker_register(default_model)
-
-
-@pytest.fixture
-def thinker_worker(thinker: LocalModel, log_dir: Path) -> Iterator[Child]:
-    child = start_worker("pinned-thinker", log_dir, model=THINKER)
-    yield child
-    child.stop()
 
 
 @pytest.fixture
