@@ -145,10 +145,10 @@ def options_parse(raw: Any, *, max_priority: str = "normal") -> GenerationOption
     priority = "normal"
     grammar = None
     for key, value in raw.items():
+        if value is None:
+            continue  # "not given", whatever the key
         if key not in OPTION_KEYS:
             raise InvalidOptions(key, "is not a known option.")
-        if value is None:
-            continue
         match key:
             case "model":
                 model = _text(key, value, 200) or None
