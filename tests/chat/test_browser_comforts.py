@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
 from chat.models import Conversation, Message, SystemPromptPreset
 from tests.browser import ARTIFACTS, chromium
 from tests.chat.test_browser import log_in
+from tests.chat.test_browser_daily_use import answered as one_answer
 from tests.chat.test_browser_settings import saved_settings
 from tests.chat.test_browser_sidebar import open_menu, ready, wait_until
 from tests.conftest import PASSWORD, SECOND_MODEL
@@ -60,18 +61,7 @@ def background_lightness(page: Page, selector: str = "body") -> float:
 
 
 def answered(owner: Any, title: str, prompt: str, answer: str) -> Conversation:
-    conversation = Conversation.objects.create(owner=owner, title=title)
-    question = Message.objects.create(conversation=conversation, role="user", content=prompt)
-    Message.objects.create(
-        conversation=conversation,
-        parent=question,
-        role="assistant",
-        content=answer,
-        model_name="SmolLM2",
-        prompt_tokens=12,
-        completion_tokens=30,
-    )
-    return conversation
+    return one_answer(owner, title, prompt, answer, prompt_tokens=12, completion_tokens=30)
 
 
 CODE_ANSWER = (

@@ -55,9 +55,7 @@ def answered(owner: Any, title: str, prompt: str, answer: str, **fields: Any) ->
         role="assistant",
         content=answer,
         model_name="SmolLM2",
-        prompt_tokens=20,
-        completion_tokens=9,
-        **fields,
+        **{"prompt_tokens": 20, "completion_tokens": 9, **fields},
     )
     return conversation
 
