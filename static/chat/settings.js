@@ -4,8 +4,8 @@
 // a "wiz:settings" event on document.
 
 import { apiRequest } from "./api.js";
+import { pageData } from "./page-data.js";
 
-const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const models = pageData.models || [];
 const presets = new Map((pageData.presets || []).map((p) => [String(p.id), p]));
 

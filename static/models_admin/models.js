@@ -3,6 +3,8 @@
 // through the socket's `cancel` frame, and a confirmation before a model is deleted. Text only
 // ever goes in with textContent.
 
+import { LiveSocket } from "../wizweb/socket.js";
+
 const workersTable = document.querySelector("#workers tbody");
 const downloadsTable = document.querySelector("#downloads-table tbody");
 const unloadTemplate = document.querySelector("#unload-form");
@@ -10,7 +12,6 @@ const unloadTemplate = document.querySelector("#unload-form");
 const GONE_AFTER_S = 8;
 // worker name -> its last worker.status event
 const workers = new Map();
-let socket = null;
 
 function size(bytes) {
   const units = ["B", "KB", "MB", "GB", "TB"];
@@ -238,32 +239,27 @@ function showDownload(event) {
   }
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws/models/`);
-  socket.addEventListener("open", () => {
-    document.body.dataset.connected = "true";
-  });
-  socket.addEventListener("message", (message) => {
-    const event = JSON.parse(message.data);
+// Reconnects with backoff and pings as the chat page's socket does (static/wizweb/socket.js).
+const socket = new LiveSocket("/ws/models/", {
+  onFrame(event) {
     if (event.type === "worker.status") showWorker(event);
     else if (event.type.startsWith("worker.")) showWorkerModel(event);
     else if (event.type.startsWith("download.")) showDownload(event);
     else if (event.type === "error") flash(event.message, "error");
-  });
-  socket.addEventListener("close", () => {
+  },
+  onOpen() {
+    document.body.dataset.connected = "true";
+  },
+  onClose() {
     document.body.dataset.connected = "false";
-    socket = null;
-    setTimeout(connect, 2000);
-  });
-}
+  },
+});
 
 // Cancel through the socket when it is open (the page stays as it is); otherwise the form posts.
 for (const form of document.querySelectorAll(".cancel-form")) {
   form.addEventListener("submit", (event) => {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    if (!socket.send({ type: "cancel", download: Number(form.dataset.download) })) return;
     event.preventDefault();
-    socket.send(JSON.stringify({ type: "cancel", download: Number(form.dataset.download) }));
     form.querySelector("button").disabled = true;
   });
 }
@@ -273,7 +269,7 @@ for (const form of document.querySelectorAll(".cancel-form")) {
 // socket the form posts and the page comes back with the server's sentence.
 document.addEventListener("submit", async (event) => {
   const form = event.target.closest(".load-form, .unload-form");
-  if (!form || !socket || socket.readyState !== WebSocket.OPEN) return;
+  if (!form || !socket.isOpen) return;
   event.preventDefault();
   const button = form.querySelector('button[type="submit"]');
   button.disabled = true;
@@ -307,7 +303,7 @@ for (const form of document.querySelectorAll(".delete-form")) {
 }
 
 setInterval(tickHeartbeats, 1000);
-connect();
+socket.connect();
 
 // A Hub search or repo takes a moment (up to a few seconds when the box is offline): say so.
 for (const form of document.querySelectorAll(".hub-forms form")) {

@@ -1,0 +1,42 @@
+// The context meter under the composer (docs/frontend.md): how much of the model's context
+// window the branch shown uses, and a warning before a prompt would not fit. The answer needs
+// room too, as the engine reserves it: the smaller of max_tokens and a quarter of the window.
+
+import { pageData } from "./page-data.js";
+import { currentModel, currentOptions } from "./settings.js";
+import { estimateTokens } from "./tree.js";
+
+const meter = document.getElementById("context-meter");
+const text = document.getElementById("context-text");
+const warningLine = document.getElementById("context-warning");
+
+// tree: the MessageTree shown; prompt: what is in the box, not sent yet; attached: the tokens
+// of files attached to it (an estimate until the model has read them).
+export function showContext(tree, prompt, attached = 0) {
+  const model = currentModel();
+  const window = model?.context_window || 0;
+  meter.parentElement.hidden = !window;
+  if (!window) return;
+  const used = tree.usedTokens(currentOptions().system_prompt || "");
+  const room = Math.min(currentOptions().max_tokens || pageData.default_max_tokens, Math.floor(window / 4));
+  const asked = estimateTokens(prompt) + attached;
+  meter.max = window;
+  meter.value = Math.min(used.tokens, window);
+  text.textContent = `${used.exact ? "" : "about "}${used.tokens.toLocaleString()} of ${window.toLocaleString()} tokens`;
+  let warning = "";
+  let level = "";
+  if (asked + room > window) {
+    warning = `This message is about ${asked.toLocaleString()} tokens and ${model.name} reads ${window.toLocaleString()} at most, with room for its answer; shorten it.`;
+    level = "error";
+  } else if (asked && used.tokens + asked + room > window) {
+    warning = "This conversation is nearly as long as the model can read: the oldest messages will be left out of what it sees (the system prompt stays). Start a new chat to keep everything in view.";
+    level = "warning";
+  }
+  warningLine.textContent = warning;
+  warningLine.dataset.level = level;
+}
+
+// The warning when the prompt cannot fit (the page then asks before sending it), or "".
+export function contextRefusal() {
+  return warningLine.dataset.level === "error" ? warningLine.textContent : "";
+}
