@@ -13,12 +13,14 @@ from typing import Any
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.core.paginator import EmptyPage, Paginator
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from chat import conversations, errors, selectors
+from chat.frames import broadcast
 from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
 from chat.options import InvalidOptions
 from wizweb.apikeys import apikey_from_request
@@ -141,7 +143,8 @@ def conversation_detail(
 ) -> HttpResponse:
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
     if request.method == "DELETE":
-        conversations.conversation_delete(conversation=conversation)
+        deleted = conversations.conversation_delete(conversation=conversation)
+        transaction.on_commit(lambda: broadcast(deleted))
         return HttpResponse(status=204)
     if request.method == "PATCH":
         body = _json_body(request)
@@ -149,7 +152,7 @@ def conversation_detail(
             title = body["title"]
             if not isinstance(title, str) or not title.strip() or len(title) > 200:
                 return _api_error(400, "'title' must be 1 to 200 characters.", "invalid_title")
-            conversations.conversation_rename(conversation=conversation, title=title)
+            broadcast(conversations.conversation_rename(conversation=conversation, title=title))
         if "pinned" in body:
             if not isinstance(body["pinned"], bool):
                 return _api_error(400, "'pinned' must be true or false.", "invalid_pinned")

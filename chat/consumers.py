@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -13,16 +14,18 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import errors, options, queue, submission
-from chat.models import Message
-from chat.options import GenerationOptions, InvalidOptions, options_parse
-from chat.streams import (
-    conversation_event,
-    generation_event,
-    message_backlog,
+from chat.follow import FrameFollower, Verdict
+from chat.frames import (
+    AcceptedFrame,
+    Frame,
+    broadcast_async,
+    conversation_frame,
     message_group,
-    progress_frame_read,
     user_group,
 )
+from chat.models import Message
+from chat.options import GenerationOptions, InvalidOptions, options_parse
+from chat.streams import progress_frame_read
 from wizweb.redis_server import redis_connection
 from wizweb.socket_session import SocketSessionEnded, socket_user_reload
 from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
@@ -52,9 +55,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=4401)
             return
-        # Per message: the highest seq sent, and whether its `done` went out.
-        self.last_seq: dict[str, int] = {}
-        self.finished: set[str] = set()
+        # What this socket was sent of each answer it follows.
+        self.following: dict[str, FrameFollower] = {}
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
 
@@ -63,10 +65,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             return
         await self.channel_layer.group_discard(user_group(user.pk), self.channel_name)
-        for message_id in getattr(self, "last_seq", {}):
+        for message_id in getattr(self, "following", {}):
             await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
+    async def send_frame(self, frame: Frame | Mapping[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame))
 
     async def send_error(self, code: str, message: str, **about: Any) -> None:
@@ -174,34 +176,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Answer `accepted`, then stream the queued answer to this socket."""
         message_id = str(accepted.message.id)
         await self.channel_layer.group_add(message_group(message_id), self.channel_name)
-        self.last_seq[message_id] = 0
-        await self.send_frame(
-            {
-                "type": "accepted",
-                "client_id": frame.get("client_id"),
-                "conversation": str(accepted.conversation.id),
-                "user_message": str(accepted.user_message.id),
-                "message": message_id,
-                "queue_position": accepted.queue_position,
-            }
-        )
+        self.following[message_id] = FrameFollower(message_id)
+        answer: AcceptedFrame = {
+            "type": "accepted",
+            "client_id": frame.get("client_id"),
+            "conversation": str(accepted.conversation.id),
+            "user_message": str(accepted.user_message.id),
+            "message": message_id,
+            "queue_position": accepted.queue_position,
+        }
+        await self.send_frame(answer)
         if new_conversation:
             # To every page the user has open, so their sidebars list it too.
-            announced = {
-                "type": "conversation",
-                "conversation": str(accepted.conversation.id),
-                "title": accepted.conversation.title,
-            }
-            await self.channel_layer.group_send(
-                user_group(self.user.pk), conversation_event(announced)
-            )
+            announced = conversation_frame(accepted.conversation.id, accepted.conversation.title)
+            await broadcast_async(self.channel_layer, [(user_group(self.user.pk), announced)])
         await self.catch_up(message_id)
         await self.announce_queue()
 
     async def announce_queue(self) -> None:
         """Tell every waiting generation its place (it shifts when one joins or leaves)."""
-        for group, frame in await database_sync_to_async(queue.queue_position_frames)():
-            await self.channel_layer.group_send(group, generation_event(frame))
+        frames = await database_sync_to_async(queue.queue_position_frames)()
+        await broadcast_async(self.channel_layer, frames)
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
         message_id = str(_uuid(frame, "message"))
@@ -214,13 +209,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not owned:
             raise FrameError("not_found", "That message does not exist or is not yours.")
         await self.channel_layer.group_add(message_group(message_id), self.channel_name)
-        self.last_seq[message_id] = after
-        self.finished.discard(message_id)
+        follower = self.following[message_id] = FrameFollower(message_id, after)
         await self.catch_up(message_id)
         queued = await database_sync_to_async(queue.queued_frame)(message_id)
         if queued is not None:
             await self.send_frame(queued)
-        elif self.last_seq[message_id] == 0 and message_id not in self.finished:
+        elif follower.last_seq == 0 and not follower.finished:
             # Its long prompt may be being read: how far, rather than silence until the text.
             progress = await sync_to_async(progress_frame_read)(redis_connection(), message_id)
             if progress is not None:
@@ -234,39 +228,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if message.state == Message.State.ABORTED and message.finish_reason == "aborted":
             # It never reached a worker, so nobody else will say it is done.
-            await self.channel_layer.group_send(
-                message_group(message_id), generation_event(message.done_frame())
-            )
+            done = (message_group(message_id), message.done_frame())
+            await broadcast_async(self.channel_layer, [done])
             await self.announce_queue()
 
     async def catch_up(self, message_id: str) -> None:
         """Send what the message has beyond what this socket saw: logged chunks, then `done`.
 
         The socket is already in the message's group, so whatever is logged after this read
-        arrives as live frames; `chat_frame` drops the ones already sent here.
+        arrives as live frames; its follower drops the ones already sent here.
         """
-        backlog = await database_sync_to_async(message_backlog)(
-            redis_connection(), message_id, self.last_seq.get(message_id, 0)
-        )
-        for frame in backlog:
-            await self.chat_frame({"frame": frame})
+        follower = self.following.get(message_id)
+        if follower is None:
+            return
+        for frame in await follower.backlog():
+            await self._forward(follower, frame)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
-        """A frame of one generation, from its group or from `catch_up`: sent once, in order."""
+        """A frame of one generation from its group (or a stored `progress`): sent once, in
+        order; a chunk that comes after a gap (frames lost with a restarting Redis) sends what
+        the log holds instead."""
         frame = event["frame"]
-        message_id = frame.get("message")
-        if message_id not in self.last_seq or message_id in self.finished:
+        follower = self.following.get(frame.get("message"))
+        if follower is None:
             return
-        if frame["type"] == "chunk":
-            if frame["seq"] <= self.last_seq[message_id]:
-                return
-            self.last_seq[message_id] = frame["seq"]
-        elif frame["type"] == "progress" and self.last_seq[message_id] > 0:
-            return  # a stored one, read after the text began
-        elif frame["type"] == "done":
-            self.finished.add(message_id)
-            await self.channel_layer.group_discard(message_group(message_id), self.channel_name)
-        await self.send_frame(frame)
+        if await self._forward(follower, frame) is Verdict.GAP:
+            await self.catch_up(follower.message_id)
+
+    async def _forward(self, follower: FrameFollower, frame: Mapping[str, Any]) -> Verdict:
+        verdict = follower.admit(frame)
+        if verdict is Verdict.SEND:
+            if follower.finished:
+                await self.channel_layer.group_discard(
+                    message_group(follower.message_id), self.channel_name
+                )
+            await self.send_frame(frame)
+        return verdict
 
     async def chat_conversation(self, event: dict[str, Any]) -> None:
+        """A frame of the user's own (a conversation named, renamed or deleted): as it is."""
         await self.send_frame(event["frame"])

@@ -6,12 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 from django.db import transaction
 
 from chat.errors import ChatError
+from chat.frames import Broadcast, ConversationDeletedFrame, conversation_frame, user_group
 from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
 from chat.options import (
     MAX_SYSTEM_PROMPT_CHARS,
@@ -20,25 +19,16 @@ from chat.options import (
     options_parse,
 )
 from chat.queue import message_abort
-from chat.streams import (
-    conversation_event,
-    user_group,
-)
 
 
-def conversation_rename(*, conversation: Conversation, title: str) -> None:
-    """The user's own title, which the model's (chat.titles) never replaces."""
+def conversation_rename(*, conversation: Conversation, title: str) -> list[Broadcast]:
+    """The user's own title, which the model's (chat.titles) never replaces; returns the
+    frame that tells the user's pages."""
     conversation.title = title.strip()[:200]
     conversation.title_by_user = True
     conversation.save(update_fields=["title", "title_by_user"])
-    frame = {
-        "type": "conversation",
-        "conversation": str(conversation.id),
-        "title": conversation.title,
-    }
-    async_to_sync(get_channel_layer().group_send)(
-        user_group(conversation.owner_id), conversation_event(frame)
-    )
+    renamed = conversation_frame(conversation.id, conversation.title)
+    return [(user_group(conversation.owner_id), renamed)]
 
 
 def conversation_pin(*, conversation: Conversation, pinned: bool) -> None:
@@ -48,19 +38,21 @@ def conversation_pin(*, conversation: Conversation, pinned: bool) -> None:
     conversation.save(update_fields=["pinned"])
 
 
-def conversation_delete(*, conversation: Conversation) -> None:
-    """Delete a conversation; its answers still waiting or running are stopped first."""
+def conversation_delete(*, conversation: Conversation) -> list[Broadcast]:
+    """Delete a conversation; its answers still waiting or running are stopped first. Returns
+    the frame that makes every page of the user drop it from its sidebar (and one showing it
+    leave its address), to send once the deletion is committed."""
     for message in conversation.messages.filter(
         state__in=(Message.State.QUEUED, Message.State.RUNNING)
     ):
         message_abort(user=conversation.owner, message_id=message.id)
-    frame = {"type": "conversation_deleted", "conversation": str(conversation.id)}
+    deleted: ConversationDeletedFrame = {
+        "type": "conversation_deleted",
+        "conversation": str(conversation.id),
+    }
     group = user_group(conversation.owner_id)
     conversation.delete()
-    # Every page of the user drops it from its sidebar; one showing it leaves its address.
-    transaction.on_commit(
-        lambda: async_to_sync(get_channel_layer().group_send)(group, conversation_event(frame))
-    )
+    return [(group, deleted)]
 
 
 IMPORT_ROLES = {"system", "user", "assistant", "tool"}

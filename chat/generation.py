@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import redis
 from django.db import InterfaceError, OperationalError, close_old_connections
 
+from chat.frames import broadcast
 from chat.grammar import GrammarError
 from chat.models import Message
 from chat.options import GenerationOptions
 from chat.queue import queue_position_frames
-from chat.streams import AbortWatcher, MessageStream, generation_event
+from chat.streams import AbortWatcher, MessageStream
 from chat.titles import title_request
 from chat.tools import call_request, decision_request, tool_calls_from
 from inference.presence import PRIORITIES
@@ -188,8 +189,7 @@ def generation_run(
         return  # deleted or aborted while it waited in the queue
     stream = MessageStream(sender=sender, connection=connection, message_id=message.id)
     stream.started(model=message.model_name, worker=worker_name)
-    for group, frame in queue_position_frames():
-        sender.send(group, generation_event(frame))
+    broadcast(queue_position_frames(), sender=sender)
 
     parts: dict[str, list[str]] = {"content": [], "reasoning": []}
 

@@ -4,16 +4,15 @@ is like an endpoint: it takes ids, loads rows, calls a service."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from rq import get_current_job
 
+from chat.frames import broadcast
 from chat.generation import generation_run
 from chat.models import Message
 from chat.options import options_stored_read
 from chat.queue import generations_reap, generations_reap_namesake
-from chat.streams import generation_event
 from chat.titles import title_write
 from inference.presence import PROCESS_RUN
 from wizweb.channels_sender import channel_sender
@@ -50,16 +49,11 @@ def conversation_title_write(conversation_id: str) -> None:
         log.warning("No title for conversation %s", conversation_id, exc_info=True)
 
 
-def _send(frames: list[tuple[str, dict[str, Any]]]) -> None:
-    for group, frame in frames:
-        channel_sender.send(group, generation_event(frame))
-
-
 def worker_reap(*, connection: redis.Redis) -> None:
     """Every few seconds on each worker: fail the answers whose writer is gone."""
-    _send(generations_reap(connection=connection))
+    broadcast(generations_reap(connection=connection))
 
 
 def worker_reap_namesake(*, connection: redis.Redis, worker: str, run: str) -> None:
     """At a worker's start: fail the answers an earlier process of its name was writing."""
-    _send(generations_reap_namesake(connection=connection, worker=worker, run=run))
+    broadcast(generations_reap_namesake(connection=connection, worker=worker, run=run))

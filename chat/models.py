@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from chat.frames import DoneFrame
 from chat.generation_log import generation_log
 from chat.metrics import generation_observe
 from usage.recording import usage_record
@@ -214,9 +215,9 @@ class Message(models.Model):
             generation_observe(self)
         return bool(updated)
 
-    def done_frame(self) -> dict[str, Any]:
+    def done_frame(self) -> DoneFrame:
         """The `done` frame of a finished generation (docs/protocol.md)."""
-        frame: dict[str, Any] = {
+        frame: DoneFrame = {
             "type": "done",
             "message": str(self.id),
             "finish_reason": self.finish_reason,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -274,7 +274,7 @@ async def _submit(
         raise ApiError(400, str(exc), param=exc.key) from None
 
 
-async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[dict[str, Any]]:
+async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[Mapping[str, Any]]:
     """The message's frames; if the client goes away first, its generation is stopped."""
     finished = False
     try:
@@ -292,12 +292,12 @@ async def _frames(message: Message, api_key: ApiKey) -> AsyncIterator[dict[str, 
         await database_sync_to_async(submission.api_conversation_discard)(message=message)
 
 
-def _finish_reason(done: dict[str, Any]) -> str:
+def _finish_reason(done: Mapping[str, Any]) -> str:
     reason = str(done["finish_reason"])
     return "stop" if reason == "aborted" else reason
 
 
-def _usage(done: dict[str, Any]) -> dict[str, Any] | None:
+def _usage(done: Mapping[str, Any]) -> dict[str, Any] | None:
     return done.get("usage")
 
 
@@ -306,7 +306,7 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def _error_payload(done: dict[str, Any]) -> dict[str, Any]:
+def _error_payload(done: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "error": {
             "message": done.get("error") or "The generation failed.",
@@ -368,7 +368,7 @@ class _Stream:
         suffix = ".chunk" if self.chat else ""
         return {**self._base(suffix), "choices": [], "usage": usage}
 
-    def whole(self, done: dict[str, Any]) -> dict[str, Any]:
+    def whole(self, done: Mapping[str, Any]) -> dict[str, Any]:
         if self.chat:
             answer: dict[str, Any] = {"role": "assistant", "content": done["content"] or None}
             if done.get("reasoning"):
@@ -445,7 +445,7 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    done: dict[str, Any] = {}
+    done: Mapping[str, Any] = {}
     async for frame in _frames(message, api_key):
         if frame["type"] == "done":
             done = frame

@@ -21,6 +21,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from chat.errors import ChatError
+from chat.frames import Broadcast, DoneFrame, QueuedFrame, message_group
 from chat.generation_log import generation_log
 from chat.metrics import generation_observe
 from chat.models import Conversation, Message
@@ -30,7 +31,6 @@ from chat.streams import (
     abort_key,
     chunk_log_key,
     chunk_log_read,
-    message_group,
 )
 from inference.presence import (
     PRESENCE_TTL,
@@ -89,13 +89,13 @@ def queue_seconds_per_answer() -> float | None:
     return length / speed
 
 
-def _queued_frame(message_id: uuid.UUID, position: int, per_answer: float | None) -> dict[str, Any]:
+def _queued_frame(message_id: uuid.UUID, position: int, per_answer: float | None) -> QueuedFrame:
     # Each place ahead is an answer to finish first, so `position` answers' time.
     eta = None if per_answer is None else max(1, round(position * per_answer))
     return {"type": "queued", "message": str(message_id), "position": position, "eta_s": eta}
 
 
-def queued_frame(message_id: uuid.UUID | str) -> dict[str, Any] | None:
+def queued_frame(message_id: uuid.UUID | str) -> QueuedFrame | None:
     """The `queued` frame of a generation still waiting, for a socket that subscribes to it
     (a page loaded or reconnected while it waits); None once it has started."""
     message = Message.objects.filter(pk=message_id, state=Message.State.QUEUED).first()
@@ -104,7 +104,7 @@ def queued_frame(message_id: uuid.UUID | str) -> dict[str, Any] | None:
     return _queued_frame(message.id, queue_position(message), queue_seconds_per_answer())
 
 
-def queue_position_frames() -> list[tuple[str, dict[str, Any]]]:
+def queue_position_frames() -> list[Broadcast]:
     """A `queued` frame for every waiting generation, for its group (positions shift when one
     starts, is aborted, or a higher tier arrives)."""
     ids = list(_queued_in_order().values_list("id", flat=True))
@@ -220,7 +220,7 @@ def _why_lost(connection: redis.Redis, message: Message, now: datetime) -> str:
 
 def _generation_fail_lost(
     connection: redis.Redis, message: Message, error: str = WORKER_LOST_ERROR
-) -> dict[str, Any] | None:
+) -> DoneFrame | None:
     """Fail a running answer whose writer is gone, keeping the text its chunk log holds; its
     `done` frame, or None if it had finished meanwhile."""
     chunks = chunk_log_read(connection, message.id, 0)
@@ -258,14 +258,14 @@ def _redis_is_settling(connection: redis.Redis) -> bool:
     return int(info.get("uptime_in_seconds", PRESENCE_TTL)) < PRESENCE_TTL
 
 
-def generations_reap(*, connection: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
+def generations_reap(*, connection: redis.Redis) -> list[Broadcast]:
     """Mend what dead workers and a restarted Redis leave behind; returns the frames to send.
 
     A running generation whose writer is gone (its worker's process stopped beating, or beats
     without writing it) is marked failed, keeping the text its chunk log holds. A queued one
     whose job is gone from Redis is queued again.
     """
-    frames = []
+    frames: list[Broadcast] = []
     now = timezone.now()
     if not _redis_is_settling(connection):
         for message in Message.objects.filter(state=Message.State.RUNNING):
@@ -299,12 +299,10 @@ def _route_to_pinned(connection: redis.Redis, message: Message) -> None:
         message_enqueue(message)
 
 
-def generations_reap_namesake(
-    *, connection: redis.Redis, worker: str, run: str
-) -> list[tuple[str, dict[str, Any]]]:
+def generations_reap_namesake(*, connection: redis.Redis, worker: str, run: str) -> list[Broadcast]:
     """Fail at once the answers an earlier process of this worker was writing: called by a
     worker at its start, once it knows no other process of its name is alive."""
-    frames = []
+    frames: list[Broadcast] = []
     running = Message.objects.filter(state=Message.State.RUNNING, worker=worker)
     for message in running.exclude(worker_run=run):
         frame = _generation_fail_lost(connection, message)

@@ -23,11 +23,19 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any
 
 import redis
 from django.conf import settings
 
+from chat.frames import (
+    ChunkFrame,
+    DoneFrame,
+    GenerationFrame,
+    ProgressFrame,
+    broadcast,
+    message_group,
+)
 from wizweb.channels_sender import ChannelSender
 
 log = logging.getLogger(__name__)
@@ -42,21 +50,6 @@ MAX_INTERVAL_FACTOR = 4.0
 
 # The streams of this process not yet finished (a stream dropped unfinished leaves with it).
 _streaming: weakref.WeakSet[MessageStream] = weakref.WeakSet()
-
-
-class ProgressFrame(TypedDict):
-    type: str
-    message: str
-    done: int  # prompt tokens read so far (a cached start counts as read)
-    total: int  # the prompt's tokens
-
-
-class ChunkFrame(TypedDict):
-    type: str
-    message: str
-    seq: int
-    text: str
-    channel: str  # "content", or "reasoning": a thinking model's thoughts
 
 
 # A reasoning chunk is logged behind this mark (a content chunk that starts with it, too), so
@@ -76,28 +69,6 @@ def chunk_log_parse(entry: str) -> tuple[str, str]:
         return "content", entry
     channel, _, text = entry[1:].partition(CHANNEL_MARK)
     return channel, text
-
-
-def message_group(message_id: uuid.UUID | str) -> str:
-    return f"message.{uuid.UUID(str(message_id)).hex}"
-
-
-def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
-
-
-# The two channel-layer envelopes of a socket frame (docs/protocol.md). A generation's frames
-# go to its message group, and the consumer sends each once, in seq order (`chat_frame`); a
-# user's own frames (a conversation named, renamed or deleted) go to their user group and pass
-# straight through (`chat_conversation`).
-
-
-def generation_event(frame: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "chat.frame", "frame": frame}
-
-
-def conversation_event(frame: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "chat.conversation", "frame": frame}
 
 
 def chunk_log_key(message_id: uuid.UUID | str) -> str:
@@ -143,7 +114,7 @@ def chunk_log_read(
 
 def message_backlog(
     connection: redis.Redis, message_id: uuid.UUID | str, after: int
-) -> list[dict[str, Any]]:
+) -> list[ChunkFrame | DoneFrame]:
     """What a message has beyond chunk `after`: its logged chunks, then `done` if it finished.
 
     Read the log before the row: a finished row means the log was complete when read. A reader
@@ -164,7 +135,7 @@ def message_backlog(
             for channel, text in (("reasoning", message.reasoning), ("content", message.content))
             if text
         ]
-    frames: list[dict[str, Any]] = [
+    frames: list[ChunkFrame | DoneFrame] = [
         {"type": "chunk", "message": message_id, "seq": seq, "text": text, "channel": channel}
         for seq, (channel, text) in enumerate(chunks, start=after + 1)
     ]
@@ -276,8 +247,8 @@ class MessageStream:
         # The first text goes out at once: time to first token is what people notice.
         self._last_flush = 0.0
 
-    def frame(self, frame: dict[str, Any]) -> None:
-        self.sender.send(self.group, generation_event(frame))
+    def frame(self, frame: GenerationFrame) -> None:
+        broadcast([(self.group, frame)], sender=self.sender)
 
     def started(self, *, model: str, worker: str) -> None:
         self.connection.delete(self.log_key)
@@ -298,7 +269,7 @@ class MessageStream:
         # Redis away: only a late subscriber misses it; the live frame goes through the layer.
         with contextlib.suppress(redis.RedisError):
             self.connection.set(progress_key(self.message_id), json.dumps(frame), ex=PROGRESS_TTL)
-        self.frame(dict(frame))
+        self.frame(frame)
 
     @property
     def interval(self) -> float:
@@ -338,7 +309,7 @@ class MessageStream:
                 "text": text,
                 "channel": channel,
             }
-            self.frame(dict(chunk))
+            self.frame(chunk)
 
     def _append(self, text: str) -> int:
         pipe = self.connection.pipeline(transaction=False)
@@ -357,7 +328,7 @@ class MessageStream:
         self._logged.append(text)
         return seq
 
-    def finished(self, done_frame: dict[str, Any]) -> None:
+    def finished(self, done_frame: DoneFrame) -> None:
         _streaming.discard(self)
         self.flush()
         try:

@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from rq import Queue
 
+from chat.frames import broadcast, conversation_frame, user_group
 from chat.models import Conversation, Message
 from chat.queue import queues_model
-from chat.streams import conversation_event, user_group
 from inference.presence import BACKGROUND_TIER, background_queue_name
 from inference.requests import Finished, GenerationRequest
 from inference.runtime import runtime
@@ -183,7 +183,7 @@ def title_write(*, conversation_id: uuid.UUID | str, sender: ChannelSender) -> s
     saved = Conversation.objects.filter(pk=conversation.pk, title_by_user=False).update(title=title)
     if not saved:
         return ""  # renamed (or deleted) while the model wrote
-    frame = {"type": "conversation", "conversation": str(conversation.pk), "title": title}
-    sender.send(user_group(conversation.owner_id), conversation_event(frame))
+    named = conversation_frame(conversation.pk, title)
+    broadcast([(user_group(conversation.owner_id), named)], sender=sender)
     sender.flush()
     return title

@@ -5,9 +5,10 @@ Redis connection on every call (about 5 ms each), which is too much per streamed
 one daemon thread per process owns one loop and one channel layer; `send()` only queues the
 message, and a single drain task sends them one after another, so their order is kept.
 
-It is for the worker processes. Code in the web process runs on (or next to) daphne's own loop
-and uses the channel layer there: consumers directly, sync views through `async_to_sync`, which
-hands the call to daphne's loop, so the layer's Redis connections never span two loops.
+Synchronous code sends through it, in the workers and in the web process alike (its sync views);
+asynchronous code (consumers, async views) uses the channel layer of its own event loop. The
+sender's layer is one of its own, so no layer's Redis connections ever span two loops (see
+chat.frames for chat's frames).
 """
 
 from __future__ import annotations
