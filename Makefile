@@ -44,9 +44,10 @@ run: install model
 test: lint model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The fast tier: lint and the tests that need no model, worker, daphne or browser.
+# The fast tier: lint and the tests that need no model, worker, daphne or browser, on every core
+# (pytest-xdist: each process has its own data dir, private Redis and test database).
 check: lint model
-	WIZ_TEST_TIER=fast $(PY) -m pytest -m "not stack" $(PYTEST_ARGS)
+	WIZ_TEST_TIER=fast $(PY) -m pytest -m "not stack" -n auto $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
