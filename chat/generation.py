@@ -190,6 +190,10 @@ def generation_run(
         with runtime.lease(model_spec(message.model)) as engine:
             if message.mode == Message.Mode.CHAT:
                 grounded = grounded_history(message, EngineTokens(engine, options.sampling))
+                if grounded.citations:
+                    # Saved now too, so that an answer the reaper fails (its worker died)
+                    # still says what it was given.
+                    Message.objects.filter(pk=message.pk).update(citations=grounded.citations)
             finished, tool_calls = _answer(
                 engine,
                 message,

@@ -29,7 +29,7 @@ from documents.services import (
 from inference.requests import FALLBACK_CHAT_TEMPLATE
 from models_admin.loading import model_spec
 from models_admin.models import LocalModel
-from tests.chat.socket_client import frames_until_done, open_socket
+from tests.chat.socket_client import collect, frames_until_done, open_socket
 from tests.documents.conftest import (
     FACT_QUESTION,
     PLANTED_FACT,
@@ -343,3 +343,31 @@ def test_v1_takes_collections_and_returns_the_citations(
         api.chat.completions.create(
             model=default_model.name, messages=messages, extra_body={"documents": "all"}
         )
+
+
+async def test_a_stopped_answer_keeps_the_sources_it_was_given(
+    owner: Any, default_model: Any, inference_worker: Any
+) -> None:
+    document = await sync_to_async(document_upload)(
+        user=owner, collection=None, upload=upload("door.txt", DOOR.encode())
+    )
+    await sync_to_async(index_here)(document)
+    socket = await open_socket(owner)
+    await socket.send_json_to(
+        {
+            "type": "prompt",
+            "content": "Tell me a long story about the blue door.",
+            "documents": [document.pk],
+            "options": {"seed": 1, "max_tokens": 400},
+        }
+    )
+    frames = await collect(socket, lambda fs: fs and fs[-1]["type"] in ("chunk", "done"))
+    accepted = next(f for f in frames if f["type"] == "accepted")
+    assert frames[-1]["type"] == "chunk", "the answer ended before it could be stopped"
+    await socket.send_json_to({"type": "abort", "message": accepted["message"]})
+    done = (await frames_until_done(socket, timeout=60))[-1]
+    await socket.disconnect()
+    assert done["finish_reason"] == "aborted", done
+    assert [(c["n"], c["name"], c["whole"]) for c in done["citations"]] == [(1, "door.txt", True)]
+    saved = await Message.objects.aget(pk=accepted["message"])
+    assert saved.citations == done["citations"]
