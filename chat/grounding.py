@@ -28,9 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chat.attachments import Attachments
 from chat.models import Message
-from documents.models import Document
+from documents.models import Document, Passage
 from documents.retrieval import passages_for_question
-from documents.selectors import collections_readable_by, document_text, documents_readable_by
+from documents.selectors import (
+    SearchHit,
+    collections_readable_by,
+    document_text,
+    documents_readable_by,
+)
 
 if TYPE_CHECKING:
     from inference.engine import BatchedEngine
@@ -155,85 +160,98 @@ def grounded_history(message: Message, counter: TokenCounter) -> Grounded:
     collections = list(
         collections_readable_by(owner).filter(pk__in=collection_ids).values_list("pk", flat=True)
     )
-    current = max((i for i, m in enumerate(chain) if m.role == "user"), default=len(chain) - 1)
+    current = max(i for i, _ in attached)
 
     left = counter.n_ctx - counter.answer_room - counter.turns(turns)
-    whole_room = max(left, 0) // 2
-    citations: list[dict[str, Any]] = []
-    blocks_of: dict[int, list[str]] = {}  # chain index → the whole files it attached
-    whole_spent = 0
-    searched: list[int] = []
-    seen: set[int] = set()
-    for index, attachments in attached:
-        for document_id in attachments.documents:
-            document = readable.get(document_id)
-            if document is None or document_id in seen:
-                continue
-            seen.add(document_id)
-            if document.tokens > ESTIMATE_SLACK * (whole_room - whole_spent):
-                searched.append(document_id)
-                continue
-            text = document_text(document=document)
-            block = _whole_block(len(citations) + 1, document, text)
-            tokens = counter.text(block) + 2  # and the blank line between blocks
-            if whole_spent + tokens > whole_room:
-                searched.append(document_id)
-                continue
-            whole_spent += tokens
-            blocks_of.setdefault(index, []).append(block)
-            citations.append(_citation(len(citations) + 1, document, text, whole=True))
-
-    passages: list[str] = []
-    if searched or collections:
-        room = min(counter.n_ctx // 4, max(left - whole_spent, counter.n_ctx // 8))
-        room -= counter.text(_sources([]) + "\n\n" + INSTRUCTION + "\n\n")
-        spent = 0
+    sources = _Sources(counter)
+    sources.add_whole_files(attached, readable, room=max(left, 0) // 2)
+    if sources.searched or collections:
+        room = min(counter.n_ctx // 4, max(left - sources.whole_tokens, counter.n_ctx // 8))
         hits = passages_for_question(
             user=owner,
             question=chain[current].content,
-            documents=searched,
+            documents=sources.searched,
             collections=collections,
             limit=RETRIEVE_LIMIT,
         )
-        for hit in hits:
-            number = len(citations) + 1
-            block = _passage_block(number, hit.document, hit.passage.text, hit.passage.page)
-            tokens = counter.text(block) + 2
-            if spent + tokens > room:
-                continue
-            spent += tokens
-            passages.append(block)
-            citations.append(
-                {
-                    **_citation(number, hit.document, hit.passage.text, whole=False),
-                    "page": hit.passage.page,
-                    "passage": hit.passage.pk,
-                }
-            )
+        sources.add_passages(hits, room=room)
 
-    for index, blocks in blocks_of.items():
+    for index, blocks in sources.whole_of.items():
         if index != current:
             turn = turns[offset + index]
             turn["content"] = _sources(blocks) + "\n\n" + turn["content"]
-    if citations:
-        here = blocks_of.get(current, []) + passages
+    if sources.citations:
+        here = sources.whole_of.get(current, []) + sources.passages
         turn = turns[offset + current]
         parts = [_sources(here)] if here else []
         turn["content"] = "\n\n".join([*parts, INSTRUCTION, turn["content"]])
-    return Grounded(turns, citations)
+    return Grounded(turns, sources.citations)
+
+
+class _Sources:
+    """The sources of one prompt as they are chosen, numbered in that order."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter = counter
+        self.citations: list[dict[str, Any]] = []
+        self.whole_of: dict[int, list[str]] = {}  # a turn's index → the whole files it attached
+        self.whole_tokens = 0
+        self.searched: list[int] = []  # attached documents that did not go in whole
+        self.passages: list[str] = []
+
+    def add_whole_files(
+        self, attached: list[tuple[int, Attachments]], readable: dict[int, Document], room: int
+    ) -> None:
+        seen: set[int] = set()
+        for index, attachments in attached:
+            for document_id in attachments.documents:
+                document = readable.get(document_id)
+                if document is None or document_id in seen:
+                    continue
+                seen.add(document_id)
+                if document.tokens > ESTIMATE_SLACK * (room - self.whole_tokens):
+                    self.searched.append(document_id)
+                    continue
+                text = document_text(document=document)
+                block = _whole_block(len(self.citations) + 1, document, text)
+                tokens = self.counter.text(block) + 2  # and the blank line between blocks
+                if self.whole_tokens + tokens > room:
+                    self.searched.append(document_id)
+                    continue
+                self.whole_tokens += tokens
+                self.whole_of.setdefault(index, []).append(block)
+                self.citations.append(_citation(len(self.citations) + 1, document, text))
+
+    def add_passages(self, hits: list[SearchHit], room: int) -> None:
+        """The hits that fit `room` tokens with the heading and the instruction, best first; one
+        that does not fit is skipped for the next."""
+        spent = self.counter.text(_sources([]) + "\n\n" + INSTRUCTION + "\n\n")
+        for hit in hits:
+            number = len(self.citations) + 1
+            passage = hit.passage
+            block = _passage_block(number, hit.document, passage.text, passage.page)
+            tokens = self.counter.text(block) + 2
+            if spent + tokens > room:
+                continue
+            spent += tokens
+            self.passages.append(block)
+            self.citations.append(_citation(number, hit.document, passage.text, passage=passage))
 
 
 # What a citation keeps of a whole file's text: enough to show, not a copy of the file.
 CITED_WHOLE_CHARS = 2000
 
 
-def _citation(number: int, document: Document, text: str, *, whole: bool) -> dict[str, Any]:
+def _citation(
+    number: int, document: Document, text: str, *, passage: Passage | None = None
+) -> dict[str, Any]:
+    """A source as the answer keeps it: a passage, or (without one) a whole file."""
     return {
         "n": number,
         "document": document.pk,
         "name": document.name,
-        "page": None,
-        "passage": None,
-        "text": text[:CITED_WHOLE_CHARS] if whole else text,
-        "whole": whole,
+        "page": passage.page if passage else None,
+        "passage": passage.pk if passage else None,
+        "text": text if passage else text[:CITED_WHOLE_CHARS],
+        "whole": passage is None,
     }
