@@ -15,6 +15,7 @@ from documents.models import Document
 from documents.services import collection_create, document_delete, document_upload
 from tests.chat.socket_client import open_socket
 from tests.documents.conftest import clean_documents, index_here, pdf_bytes, upload
+from wizweb.apikeys import apikey_create
 
 __all__ = ["clean_documents"]  # a fixture of the documents tests, used here too
 
@@ -225,6 +226,16 @@ def test_the_loose_upload_takes_a_file_for_a_chat_turn_with_the_same_checks(
     assert client.post("/api/documents/", {}).json()["error"]["code"] == "no_file"
     listed = client.get("/api/documents/").json()["results"]
     assert [d["id"] for d in listed] == [body["id"]]
+    # With an API key, as the rest of /api/ (no CSRF: no session).
+    secret = apikey_create(user=owner, name="t").secret
+    by_key = Client(enforce_csrf_checks=True).post(
+        "/api/documents/",
+        {"file": upload("b.md", b"# Title\n\nText.")},
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+    assert by_key.status_code == 201, by_key.content
+    assert by_key.json()["kind"] == "markdown" and by_key.json()["collection"] is None
+    assert Client().post("/api/documents/", {"file": upload("c.txt", b"x")}).status_code == 401
 
     outsiders = Client()
     outsiders.force_login(outsider)

@@ -270,6 +270,9 @@ async def test_a_collection_unshared_since_is_never_shown_to_the_model(
     document = await sync_to_async(_shared_fact)(staff, shared_collection)
     accepted, done = await ask(member, FACT_QUESTION, collections=[shared_collection.pk])
     assert [(c["document"], c["page"]) for c in done["citations"]] == [(document.pk, 2)]
+    # Another answer to the same turn reads its attachments again.
+    again = await _regenerate(member, accepted["message"])
+    assert again["citations"] == done["citations"]
 
     await sync_to_async(collection_share)(
         user=staff, collection=shared_collection, everyone=False, groups=[]
