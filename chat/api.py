@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from chat import conversations, errors, selectors
+from chat.attachments import message_frames
 from chat.frames import broadcast
 from chat.models import Conversation, ConversationShare, Message, SystemPromptPreset
 from chat.options import InvalidOptions
@@ -82,7 +83,8 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
 
 def conversation_export(conversation: Conversation) -> dict[str, Any]:
     messages = selectors.conversation_messages(conversation=conversation)
-    return {**conversation_summary(conversation), "messages": [m.as_frame() for m in messages]}
+    frames = message_frames(messages, owner=conversation.owner)
+    return {**conversation_summary(conversation), "messages": frames}
 
 
 def conversation_markdown(conversation: Conversation) -> str:

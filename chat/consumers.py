@@ -14,6 +14,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import errors, options, queue, submission
+from chat.attachments import Attachments, attachments_parse
 from chat.follow import FrameFollower, Verdict
 from chat.frames import (
     AcceptedFrame,
@@ -135,10 +136,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame.get("options"), max_priority=options.max_priority_for(self.user)
         )
 
+    def _attachments(self, frame: dict[str, Any]) -> Attachments:
+        """The frame's `documents` and `collections`, in shape; who may read them is the
+        submission's to check, before it saves anything."""
+        return attachments_parse(frame.get("documents"), frame.get("collections"))
+
     async def on_prompt(self, frame: dict[str, Any]) -> None:
         content = self._content(frame)
         conversation_id = _uuid(frame, "conversation", required=False)
         parent_id = _uuid(frame, "parent", required=False)
+        attachments = self._attachments(frame)
         options = await self._options(frame)
         accepted = await database_sync_to_async(submission.prompt_submit)(
             user=self.user,
@@ -146,6 +153,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             content=content,
             options=options,
             parent_id=parent_id,
+            attachments=attachments,
         )
         await self.follow_accepted(frame, accepted, new_conversation=conversation_id is None)
 
@@ -160,9 +168,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_edit(self, frame: dict[str, Any]) -> None:
         message_id = _uuid(frame, "message")
         content = self._content(frame)
+        # Neither key given: the new version keeps the old one's attachments.
+        given = "documents" in frame or "collections" in frame
+        attachments = self._attachments(frame) if given else None
         options = await self._options(frame)
         accepted = await database_sync_to_async(submission.message_edit)(
-            user=self.user, message_id=message_id, content=content, options=options
+            user=self.user,
+            message_id=message_id,
+            content=content,
+            options=options,
+            attachments=attachments,
         )
         await self.follow_accepted(frame, accepted)
 

@@ -86,6 +86,7 @@ class DoneFrame(TypedDict):
     trimmed: NotRequired[dict[str, int]]
     tool_calls: NotRequired[list[dict[str, Any]]]
     error: NotRequired[str]
+    citations: NotRequired[list[dict[str, Any]]]  # a chat answer's sources (documents.md)
 
 
 class ErrorFrame(TypedDict):

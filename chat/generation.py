@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from chat.frames import broadcast
 from chat.grammar import GrammarError
+from chat.grounding import EngineTokens, Grounded, branch_chain, grounded_history, history_turns
 from chat.models import Message
 from chat.options import GenerationOptions
 from chat.queue import queue_position_frames
@@ -47,27 +48,9 @@ SAVE_RETRY_EVERY = 1.0
 
 
 def generation_history(message: Message) -> list[dict[str, str]]:
-    """The turns this answer follows, oldest first, along its branch (parent links)."""
-    by_id = {m.id: m for m in message.conversation.messages.all()}
-    chain: list[Message] = []
-    current = by_id.get(message.parent_id) if message.parent_id else None
-    while current is not None:
-        if current.role == Message.Role.USER or current.content:
-            chain.append(current)
-        current = by_id.get(current.parent_id) if current.parent_id else None
-    chain.reverse()
-    # A thinking model's thoughts go along as `reasoning_content`; the engine drops them unless
-    # the model's template reads them (most leave earlier thinking out on purpose).
-    turns = [
-        {"role": m.role, "content": m.content, "reasoning_content": m.reasoning}
-        if m.reasoning
-        else {"role": m.role, "content": m.content}
-        for m in chain
-    ]
-    system_prompt = message.options.get("system_prompt")
-    if system_prompt:
-        turns.insert(0, {"role": "system", "content": system_prompt})
-    return turns
+    """The turns this answer follows, oldest first, along its branch (parent links), without
+    their documents (chat.grounding puts those in)."""
+    return history_turns(message, branch_chain(message))
 
 
 def _timings(message: Message, finished: Finished) -> dict[str, Any]:
@@ -121,6 +104,7 @@ def _answer(
     message: Message,
     options: GenerationOptions,
     *,
+    history: list[dict[str, str]],
     connection: redis.Redis,
     on_text: Callable[[str, str], None],
     on_progress: Callable[[PromptProgress], None],
@@ -135,7 +119,6 @@ def _answer(
         assert message.parent is not None
         request = GenerationRequest(prompt=message.parent.content, sampling=options.sampling)
         return run(request, on_text=on_text), []
-    history = generation_history(message)
     plan = options.tools
     spent: Finished | None = None
     if plan is not None and plan.needs_decision:
@@ -199,15 +182,23 @@ def generation_run(
 
     finished: Finished | None = None
     tool_calls: list[dict[str, Any]] = []
+    grounded = Grounded([], [])
     error = ""
     try:
         if message.model is None:
             raise ModelLoadError("The model of this conversation was deleted; pick another one.")
         with runtime.lease(model_spec(message.model)) as engine:
+            if message.mode == Message.Mode.CHAT:
+                grounded = grounded_history(message, EngineTokens(engine, options.sampling))
+                if grounded.citations:
+                    # Saved now too, so that an answer the reaper fails (its worker died)
+                    # still says what it was given.
+                    Message.objects.filter(pk=message.pk).update(citations=grounded.citations)
             finished, tool_calls = _answer(
                 engine,
                 message,
                 options,
+                history=grounded.turns,
                 connection=connection,
                 on_text=on_text,
                 on_progress=lambda read: stream.progress(done=read.done, total=read.total),
@@ -236,6 +227,7 @@ def generation_run(
             "reasoning": finished.reasoning,
             "reasoning_tokens": finished.reasoning_tokens,
             "note": finished.note,
+            "citations": grounded.citations,
         }
     else:
         ending = {
@@ -244,6 +236,7 @@ def generation_run(
             "reasoning": "".join(parts["reasoning"]),
             "finish_reason": "error",
             "error": error,
+            "citations": grounded.citations,
         }
     if not _save_end(message, ending):
         # Its conversation was deleted while it was written (the deletion aborted it first).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models, transaction
@@ -13,6 +13,9 @@ from chat.frames import DoneFrame
 from chat.generation_log import generation_log
 from chat.metrics import generation_observe
 from usage.recording import usage_record
+
+if TYPE_CHECKING:
+    from chat.attachments import SourcesLookup
 
 
 class Conversation(models.Model):
@@ -112,6 +115,12 @@ class Message(models.Model):
     # OpenAI's shape: [{"id", "type": "function", "function": {"name", "arguments"}}].
     tool_calls = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    # A user turn's attached documents and collections, as sent: {"documents": [ids],
+    # "collections": [ids]} (chat.attachments). Every later answer on its branch may use them.
+    attachments = models.JSONField(default=dict, blank=True)
+    # An answer's sources as the model was given them, numbered from 1 (chat.grounding): a
+    # snapshot, so their text outlives the documents' deletion.
+    citations = models.JSONField(default=list, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     # The run (one process) of that worker: a namesake restarted after a crash has another, so
     # the reaper can tell that this answer's writer is gone (inference.presence).
@@ -170,6 +179,7 @@ class Message(models.Model):
         reasoning: str = "",
         reasoning_tokens: int | None = None,
         note: str = "",
+        citations: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Save the end of the generation; False when the row is gone (its conversation was
         deleted meanwhile), which is not an error: there is nobody left to tell."""
@@ -186,6 +196,7 @@ class Message(models.Model):
         self.reasoning = reasoning
         self.reasoning_tokens = reasoning_tokens
         self.note = note
+        self.citations = citations or []
         self.finished_at = timezone.now()
         fields = (
             "reasoning",
@@ -201,6 +212,7 @@ class Message(models.Model):
             "tool_calls",
             "timings",
             "error",
+            "citations",
             "finished_at",
         )
         with transaction.atomic():  # the answer's end and its count in the usage table, or neither
@@ -234,11 +246,21 @@ class Message(models.Model):
             frame["tool_calls"] = self.tool_calls
         if self.error:
             frame["error"] = self.error
+        if self.mode == self.Mode.CHAT:
+            # As given to the model: the page marks a deleted file's when it shows it again.
+            frame["citations"] = self.citations
         return frame
 
-    def as_frame(self) -> dict[str, Any]:
-        """The message as the chat page and the API show it."""
-        return {
+    def as_frame(self, *, sources: SourcesLookup | None = None) -> dict[str, Any]:
+        """The message as the chat page and the API show it; a user turn with its attachments,
+        an answer with its citations, each marked `gone` when the conversation's owner can no
+        longer read its document (`sources` looks them up for many messages at once, see
+        chat.attachments.message_frames)."""
+        if sources is None:
+            from chat.attachments import SourcesLookup
+
+            sources = SourcesLookup.for_messages([self], owner=self.conversation.owner)
+        frame = {
             "id": str(self.id),
             "role": self.role,
             "content": self.content,
@@ -257,6 +279,11 @@ class Message(models.Model):
             "parent": str(self.parent_id) if self.parent_id else None,
             "created_at": self.created_at.isoformat(),
         }
+        if self.role == self.Role.USER:
+            frame["attachments"] = sources.attachment_frames(self)
+        elif self.role == self.Role.ASSISTANT:
+            frame["citations"] = sources.citation_frames(self)
+        return frame
 
 
 class SystemPromptPreset(models.Model):

@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import conversations, errors, options, queue, submission
+from chat.attachments import Attachments, attachments_parse
 from chat.follow import message_follow
 from chat.models import Message
 from chat.options import OPTION_KEYS as PARSED_KEYS
@@ -37,6 +38,9 @@ from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 # Our generation options, under their OpenAI names (and our extensions): the model is the
 # request's own field, and a system prompt comes as a message.
 OPTION_KEYS = PARSED_KEYS - {"model", "system_prompt"}
+# Our other extension: documents and collections the last user turn attaches (chat.grounding);
+# not options, since they are checked against the user's files, not parsed.
+ATTACHMENT_KEYS = {"documents", "collections"}
 # OpenAI parameters that change nothing here; clients send them routinely.
 IGNORED_KEYS = {"user", "parallel_tool_calls", "store", "metadata", "service_tier"}
 ROLES = {"system", "user", "assistant", "tool"}
@@ -84,6 +88,8 @@ def _chat_error(exc: errors.ChatError) -> ApiError:
         return ApiError(429, str(exc), type="rate_limit_error", code=exc.code)
     if exc.code in ("model_not_found", "no_model"):
         return ApiError(404, str(exc), param="model", code="model_not_found")
+    if exc.code == "not_found":
+        return ApiError(404, str(exc), code=exc.code)
     return ApiError(400, str(exc), code=exc.code)
 
 
@@ -257,8 +263,24 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return bool(stream), bool(stream_options.get("include_usage"))
 
 
+def _attachments(body: dict[str, Any], turns: list[dict[str, str]]) -> Attachments:
+    try:
+        attachments = attachments_parse(body.get("documents"), body.get("collections"))
+    except errors.ChatError as exc:
+        raise ApiError(400, str(exc), code=exc.code) from None
+    if attachments and not any(t["role"] == "user" for t in turns):
+        raise ApiError(
+            400, "Documents and collections go with a user message; send one.", param="messages"
+        )
+    return attachments
+
+
 async def _submit(
-    api_key: ApiKey, turns: list[dict[str, str]], options: GenerationOptions, mode: str
+    api_key: ApiKey,
+    turns: list[dict[str, str]],
+    options: GenerationOptions,
+    mode: str,
+    attachments: Attachments,
 ) -> Message:
     try:
         return await database_sync_to_async(submission.api_request_submit)(
@@ -267,6 +289,7 @@ async def _submit(
             options=options,
             mode=mode,
             in_history=api_key.keep_history,
+            attachments=attachments,
         )
     except errors.ChatError as exc:
         raise _chat_error(exc) from None
@@ -364,9 +387,14 @@ class _Stream:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {**self._base(".chunk"), "choices": [choice]}
 
-    def usage_chunk(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+    def usage_chunk(
+        self, usage: dict[str, Any] | None, citations: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         suffix = ".chunk" if self.chat else ""
-        return {**self._base(suffix), "choices": [], "usage": usage}
+        chunk = {**self._base(suffix), "choices": [], "usage": usage}
+        if self.chat and citations is not None:
+            chunk["citations"] = citations
+        return chunk
 
     def whole(self, done: Mapping[str, Any]) -> dict[str, Any]:
         if self.chat:
@@ -388,7 +416,10 @@ class _Stream:
                 "logprobs": None,
                 "finish_reason": _finish_reason(done),
             }
-        return {**self._base(), "choices": [choice], "usage": _usage(done)}
+        whole = {**self._base(), "choices": [choice], "usage": _usage(done)}
+        if self.chat:
+            whole["citations"] = done.get("citations", [])
+        return whole
 
 
 async def _events(
@@ -407,13 +438,16 @@ async def _events(
             if frame["finish_reason"] == "error":
                 yield _sse(_error_payload(frame))
             else:
-                yield _sse(
-                    shape.chunk(
-                        tool_calls=frame.get("tool_calls"), finish_reason=_finish_reason(frame)
-                    )
+                # The sources ride on the chunk that ends the answer, and on the usage chunk
+                # after it when asked for: either way on the last chunk.
+                last = shape.chunk(
+                    tool_calls=frame.get("tool_calls"), finish_reason=_finish_reason(frame)
                 )
+                if shape.chat:
+                    last["citations"] = frame.get("citations", [])
+                yield _sse(last)
                 if include_usage:
-                    yield _sse(shape.usage_chunk(_usage(frame)))
+                    yield _sse(shape.usage_chunk(_usage(frame), frame.get("citations", [])))
     yield _sse("[DONE]")
 
 
@@ -421,9 +455,13 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
     api_key = await _api_key(request)
     body = _body(request)
     handled = {"model", "stream", "stream_options", "messages" if chat else "prompt"}
+    if chat:
+        handled |= ATTACHMENT_KEYS
     options = await _options(body, api_key, handled)
+    attachments = Attachments()
     if chat:
         turns = _turns(body.get("messages"))
+        attachments = _attachments(body, turns)
         mode = Message.Mode.CHAT
     else:
         prompt = body.get("prompt")
@@ -436,7 +474,7 @@ async def _respond(request: HttpRequest, *, chat: bool) -> HttpResponse | Stream
         turns = [{"role": "user", "content": prompt}]
         mode = Message.Mode.COMPLETION
     stream, include_usage = _stream_flags(body)
-    message = await _submit(api_key, turns, options, mode)
+    message = await _submit(api_key, turns, options, mode, attachments)
     shape = _Stream(message, message.model_name, chat=chat)
     if stream:
         response = StreamingHttpResponse(

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from chat.attachments import Attachments, attachments_check
 from chat.errors import ChatError
 from chat.metrics import answer_requested
 from chat.models import Conversation, Message
@@ -97,11 +98,14 @@ def prompt_submit(
     content: str,
     options: GenerationOptions,
     parent_id: uuid.UUID | None = None,
+    attachments: Attachments | None = None,
 ) -> Accepted:
     """Save the user's turn and a queued assistant message; enqueue its generation on commit.
 
     The turn follows `parent_id` (the message shown last on the user's branch), or the newest
-    message of the conversation."""
+    message of the conversation. Its attachments are checked before anything is saved."""
+    attachments = attachments or Attachments()
+    attachments_check(user=user, attachments=attachments)
     model = _model_for(options, user)
     _check_limits(user)
     if conversation_id is None:
@@ -123,7 +127,11 @@ def prompt_submit(
         if parent_id and parent is None:
             raise ChatError("not_found", "The message to follow is not in this conversation.")
     user_message = Message.objects.create(
-        conversation=conversation, parent=parent, role=Message.Role.USER, content=content
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.USER,
+        content=content,
+        attachments=attachments.stored(),
     )
     message = _answer_queue(user_message, model=model, options=options)
     return Accepted(conversation, user_message, message, queue_position(message))
@@ -144,7 +152,8 @@ def _owned_message(user: User, message_id: uuid.UUID, role: str) -> Message:
 def message_regenerate(
     *, user: User, message_id: uuid.UUID, options: GenerationOptions
 ) -> Accepted:
-    """A new answer to the same user turn, kept beside the old one (a sibling version)."""
+    """A new answer to the same user turn, kept beside the old one (a sibling version). It
+    reads the turn's attachments again: they live on the turn (chat.grounding)."""
     old = _owned_message(user, message_id, Message.Role.ASSISTANT)
     if old.parent is None:
         raise ChatError("not_found", "That answer has no user turn to answer again.")
@@ -156,14 +165,28 @@ def message_regenerate(
 
 @transaction.atomic
 def message_edit(
-    *, user: User, message_id: uuid.UUID, content: str, options: GenerationOptions
+    *,
+    user: User,
+    message_id: uuid.UUID,
+    content: str,
+    options: GenerationOptions,
+    attachments: Attachments | None = None,
 ) -> Accepted:
-    """A new version of a user turn (a sibling of the old one) and a new answer to it."""
+    """A new version of a user turn (a sibling of the old one) and a new answer to it. Without
+    `attachments` (None) the new version keeps the old one's, checked again: a file may have
+    been deleted or unshared since."""
     old = _owned_message(user, message_id, Message.Role.USER)
+    if attachments is None:
+        attachments = Attachments.of(old)
+    attachments_check(user=user, attachments=attachments)
     model = _model_for(options, user)
     _check_limits(user)
     user_message = Message.objects.create(
-        conversation=old.conversation, parent=old.parent, role=Message.Role.USER, content=content
+        conversation=old.conversation,
+        parent=old.parent,
+        role=Message.Role.USER,
+        content=content,
+        attachments=attachments.stored(),
     )
     message = _answer_queue(user_message, model=model, options=options)
     return Accepted(old.conversation, user_message, message, queue_position(message))
@@ -205,21 +228,30 @@ def api_request_submit(
     options: GenerationOptions,
     mode: str = Message.Mode.CHAT,
     in_history: bool = False,
+    attachments: Attachments | None = None,
 ) -> Message:
     """An API request: its turns saved as a new conversation, and a queued answer.
 
-    Without history the conversation is hidden from the user's lists and removed once the
-    answer has been delivered (see `api_conversation_discard`)."""
+    Its attachments go with its last user turn. Without history the conversation is hidden
+    from the user's lists and removed once the answer has been delivered (see
+    `api_conversation_discard`)."""
+    attachments = attachments or Attachments()
+    attachments_check(user=user, attachments=attachments)
     model = _model_for(options, user)
     _check_limits(user)
     last_user = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "API call")
     conversation = Conversation.objects.create(
         owner=user, title=_title_from(last_user), in_history=in_history
     )
+    last_user_index = max((i for i, t in enumerate(turns) if t["role"] == "user"), default=-1)
     parent = None
-    for turn in turns:
+    for index, turn in enumerate(turns):
         parent = Message.objects.create(
-            conversation=conversation, parent=parent, role=turn["role"], content=turn["content"]
+            conversation=conversation,
+            parent=parent,
+            role=turn["role"],
+            content=turn["content"],
+            attachments=attachments.stored() if index == last_user_index else {},
         )
     assert parent is not None
     return _answer_queue(parent, model=model, options=options, mode=mode)

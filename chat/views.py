@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from chat import selectors
+from chat.attachments import message_frames
 from chat.models import ConversationShare, SystemPromptPreset
 from inference.sampling import Sampling
 from models_admin.access import models_usable_by
@@ -23,9 +24,9 @@ def chat_page(request: HttpRequest, conversation_id: uuid.UUID | None = None) ->
     messages = []
     if conversation_id is not None:
         conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-        messages = [
-            m.as_frame() for m in selectors.conversation_messages(conversation=conversation)
-        ]
+        messages = message_frames(
+            selectors.conversation_messages(conversation=conversation), owner=user
+        )
     # One row more than a page says whether the sidebar has more to load, without a COUNT.
     conversations = list(selectors.conversation_list(user=user)[: selectors.SIDEBAR_PAGE + 1])
     models = models_usable_by(user)

@@ -22,6 +22,7 @@ from wizweb.untrusted_json import UntrustedJSONError, untrusted_json_parse
 
 # Room for the multipart envelope around the file itself.
 MULTIPART_SLACK = 64 * 1024
+LOOSE_LIST_LIMIT = 200
 STATUS = {"file_too_large": 413, "quota_exceeded": 413, "disk_full": 507}
 DOWNLOAD_TYPES: dict[str, str] = {
     Document.Kind.PDF: "application/pdf",
@@ -156,14 +157,29 @@ def refuse_large_bodies(view: Callable[..., HttpResponse]) -> Callable[..., Http
 def collection_documents(request: HttpRequest, user: User, collection_id: int) -> HttpResponse:
     collection = selectors.collection_get(user=user, collection_id=collection_id)
     if request.method == "POST":
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise DocumentRefused(
-                "Send the file as multipart/form-data in a field named 'file'.", "no_file"
-            )
-        document = services.document_upload(user=user, collection=collection, upload=upload)
-        return JsonResponse(document.as_json(), status=201)
+        return JsonResponse(_uploaded(request, user, collection).as_json(), status=201)
     documents = selectors.collection_documents(collection=collection)
+    return JsonResponse({"results": [d.as_json() for d in documents]})
+
+
+def _uploaded(request: HttpRequest, user: User, collection: Collection | None) -> Document:
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise DocumentRefused(
+            "Send the file as multipart/form-data in a field named 'file'.", "no_file"
+        )
+    return services.document_upload(user=user, collection=collection, upload=upload)
+
+
+@refuse_large_bodies
+@require_http_methods(["GET", "POST"])
+@documents_api
+def document_list(request: HttpRequest, user: User) -> HttpResponse:
+    """A loose file, in no collection, to attach to a chat turn (POST); the user's own loose
+    files, newest first (GET). The same checks and limits as an upload into a collection."""
+    if request.method == "POST":
+        return JsonResponse(_uploaded(request, user, None).as_json(), status=201)
+    documents = selectors.loose_documents(user=user)[:LOOSE_LIST_LIMIT]
     return JsonResponse({"results": [d.as_json() for d in documents]})
 
 

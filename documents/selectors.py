@@ -20,11 +20,13 @@ from django.db.models import F, Q, QuerySet, Sum
 from django.http import Http404
 
 from documents.models import Collection, Document, Passage
+from documents.passages import OVERLAP_WORDS
 
 Reader = AbstractBaseUser | AnonymousUser
 SEARCH_LIMIT = 8
 MAX_TERMS = 32
 _TERM = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"\S+")
 # Words that match nearly every passage: they only slow the search and blur the ranking.
 # (PostgreSQL's english configuration drops its own list; FTS5 has none.)
 STOP_WORDS = frozenset(
@@ -73,6 +75,11 @@ def document_get(*, user: Reader, document_id: int) -> Document:
 
 def collection_documents(*, collection: Collection) -> QuerySet[Document]:
     return collection.documents.select_related("owner").order_by("name", "pk")
+
+
+def loose_documents(*, user: Reader) -> QuerySet[Document]:
+    """The user's own files in no collection (attached to chat turns), newest first."""
+    return Document.objects.filter(owner=user.pk, collection=None).select_related("owner")
 
 
 def documents_bytes_of(*, user: Reader) -> int:
@@ -167,3 +174,21 @@ def _search_sqlite(readable: QuerySet[Document], terms: list[str], limit: int) -
     # BM25 is lower for a better match in FTS5; turned around so that higher is better.
     passages = Passage.objects.select_related("document").in_bulk([pk for pk, _ in ranked])
     return [SearchHit(passages[pk], -float(score)) for pk, score in ranked if pk in passages]
+
+
+def document_text(*, document: Document) -> str:
+    """A document's whole text, put back together from its passages: within a page each
+    passage after the first repeats the last OVERLAP_WORDS words of the one before (see
+    documents.passages), which are left out; pages are joined by a blank line. The spaces
+    where two passages meet become one space."""
+    pages: list[str] = []
+    current_page: object = object()
+    for page, text in document.passages.order_by("ordinal").values_list("page", "text"):
+        if page != current_page or not pages:
+            pages.append(text)
+            current_page = page
+            continue
+        words = list(_WORD.finditer(text))
+        if len(words) > OVERLAP_WORDS:
+            pages[-1] += " " + text[words[OVERLAP_WORDS].start() :]
+    return "\n\n".join(pages)

@@ -43,9 +43,9 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception as exc:
         return {"ok": False, "error": str(exc)}, {"ok": False, "error": "Redis is down."}
     inference = worker_states(redis)
-    downloads = [
-        w for w in Worker.all(connection=redis) if settings.DOWNLOAD_QUEUE in w.queue_names()
-    ]
+    rq_workers = Worker.all(connection=redis)
+    downloads = [w for w in rq_workers if settings.DOWNLOAD_QUEUE in w.queue_names()]
+    documents = [w for w in rq_workers if settings.DOCUMENT_QUEUE in w.queue_names()]
     worker_state = {
         "ok": bool(inference) and bool(downloads),
         "inference": [
@@ -60,7 +60,14 @@ def _check_redis_and_workers() -> tuple[dict[str, Any], dict[str, Any]]:
             for w in inference
         ],
         "downloads": [{"name": w.name, "state": w.get_state()} for w in downloads],
+        # Named, up or down, but not part of `ok`: without it chats are still answered, and
+        # uploads only wait, queued, until one starts (a second machine runs none).
+        "documents": [{"name": w.name, "state": w.get_state()} for w in documents],
     }
+    if not documents:
+        worker_state["documents_error"] = (
+            "No documents worker is running: uploaded files wait, unread, until one starts."
+        )
     if not worker_state["ok"]:
         worker_state["error"] = (
             "No inference worker is running."

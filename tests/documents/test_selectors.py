@@ -10,9 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from documents.models import Collection, Document
-from documents.selectors import documents_readable_by, passages_search, search_terms
+from documents.selectors import (
+    document_text,
+    documents_readable_by,
+    passages_search,
+    search_terms,
+)
 from documents.services import collection_create, collection_share, document_upload
-from tests.documents.conftest import index_here, upload
+from tests.documents.conftest import index_here, pdf_bytes, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -130,3 +135,21 @@ def test_no_question_at_all_makes_the_search_raise(owner: Any, question: str) ->
     hits = passages_search(user=owner, question=question)
     words = {"walrus", "walruses", "tusk", "tusks", "fact", "facts"}
     assert names(hits) == (["a.txt"] if words & set(search_terms(question)) else [])
+
+
+def test_a_documents_text_is_put_back_together_from_its_overlapping_passages(
+    owner: Any,
+) -> None:
+    collection = collection_create(user=owner, name="Long")
+    # 530 numbered words on one "page": four overlapping passages of a text file.
+    text = "\n".join(" ".join(f"w{i * 10 + j}" for j in range(10)) for i in range(53))
+    document = add(owner, collection, "long.txt", text)
+    assert document.passages.count() == 4
+    rebuilt = document_text(document=document)
+    assert rebuilt.split() == text.split()
+    pdf = document_upload(
+        user=owner,
+        collection=collection,
+        upload=upload("two.pdf", pdf_bytes(["First page words.", "Second page words."])),
+    )
+    assert document_text(document=index_here(pdf)) == "First page words.\n\nSecond page words."

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+from tests.documents.conftest import start_document_worker
 from tests.processes import MANAGE, Child, child_env, wait_for
 from wizweb.apikeys import apikey_create
 from wizweb.redis_server import PrivateRedis
@@ -53,6 +54,25 @@ def test_it_reports_healthy_when_everything_runs(
     assert body["db"]["ok"] and body["redis"]["ok"]
     assert "test-inference" in [w["name"] for w in body["workers"]["inference"]]
     assert "test-downloads" in [w["name"] for w in body["workers"]["downloads"]]
+
+
+def test_it_names_the_documents_worker_up_or_down_without_failing_for_it(
+    inference_worker: Any, download_worker: Any, staff: Any, log_dir: Path
+) -> None:
+    client = staff_client(staff)
+    body = wait_healthy(client).json()
+    assert body["workers"]["documents"] == []
+    assert body["workers"]["documents_error"] == (
+        "No documents worker is running: uploaded files wait, unread, until one starts."
+    )
+    documents = start_document_worker(log_dir)
+    try:
+        body = wait_healthy(client).json()
+        [named] = body["workers"]["documents"]
+        assert named["name"] == documents.name and named["state"] in ("idle", "busy")
+        assert "documents_error" not in body["workers"]
+    finally:
+        documents.stop()
 
 
 def test_it_tells_anyone_but_staff_only_whether_it_is_ok(
