@@ -111,6 +111,12 @@ class Message(models.Model):
     # OpenAI's shape: [{"id", "type": "function", "function": {"name", "arguments"}}].
     tool_calls = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    # A user turn's attached documents and collections, as sent: {"documents": [ids],
+    # "collections": [ids]} (chat.attachments). Every later answer on its branch may use them.
+    attachments = models.JSONField(default=dict, blank=True)
+    # An answer's sources as the model was given them, numbered from 1 (chat.grounding): a
+    # snapshot, so their text outlives the documents' deletion.
+    citations = models.JSONField(default=list, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     # The run (one process) of that worker: a namesake restarted after a crash has another, so
     # the reaper can tell that this answer's writer is gone (inference.presence).
@@ -237,7 +243,7 @@ class Message(models.Model):
 
     def as_frame(self) -> dict[str, Any]:
         """The message as the chat page and the API show it."""
-        return {
+        frame = {
             "id": str(self.id),
             "role": self.role,
             "content": self.content,
@@ -256,6 +262,44 @@ class Message(models.Model):
             "parent": str(self.parent_id) if self.parent_id else None,
             "created_at": self.created_at.isoformat(),
         }
+        if self.role == self.Role.USER and self.attachments:
+            frame["attachments"] = _attachments_for_page(self.attachments)
+        elif self.role == self.Role.ASSISTANT and self.citations:
+            alive = _documents_alive([c.get("document") for c in self.citations])
+            frame["citations"] = [
+                {**c, "gone": c.get("document") not in alive} for c in self.citations
+            ]
+        return frame
+
+
+# A stand-in for helper A's lookup of a message's sources (issue 16, stage 2), so the page's
+# side can be built and tested on its own: the lead keeps helper A's at merge.
+def _documents_alive(ids: list[Any]) -> dict[int, Any]:
+    from documents.models import Document
+
+    return Document.objects.in_bulk([i for i in ids if isinstance(i, int)])
+
+
+def _attachments_for_page(attachments: dict[str, Any]) -> list[dict[str, Any]]:
+    from documents.models import Collection
+
+    document_ids = attachments.get("documents") or []
+    alive = _documents_alive(document_ids)
+    entries: list[dict[str, Any]] = []
+    for pk in document_ids:
+        doc = alive.get(pk)
+        if doc is None:
+            entries.append({"id": pk, "name": "", "gone": True})
+            continue
+        fields = ("id", "name", "size", "pages", "tokens", "kind", "collection")
+        entries.append({**{k: doc.as_json()[k] for k in fields}, "gone": False})
+    collection_ids = attachments.get("collections") or []
+    collections = Collection.objects.in_bulk(collection_ids)
+    for pk in collection_ids:
+        found = collections.get(pk)
+        name = found.name if found else ""
+        entries.append({"collection_id": pk, "collection_name": name, "gone": found is None})
+    return entries
 
 
 class SystemPromptPreset(models.Model):

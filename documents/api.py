@@ -156,15 +156,27 @@ def refuse_large_bodies(view: Callable[..., HttpResponse]) -> Callable[..., Http
 def collection_documents(request: HttpRequest, user: User, collection_id: int) -> HttpResponse:
     collection = selectors.collection_get(user=user, collection_id=collection_id)
     if request.method == "POST":
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise DocumentRefused(
-                "Send the file as multipart/form-data in a field named 'file'.", "no_file"
-            )
-        document = services.document_upload(user=user, collection=collection, upload=upload)
-        return JsonResponse(document.as_json(), status=201)
+        return JsonResponse(_uploaded(request, user, collection).as_json(), status=201)
     documents = selectors.collection_documents(collection=collection)
     return JsonResponse({"results": [d.as_json() for d in documents]})
+
+
+def _uploaded(request: HttpRequest, user: User, collection: Collection | None) -> Document:
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise DocumentRefused(
+            "Send the file as multipart/form-data in a field named 'file'.", "no_file"
+        )
+    return services.document_upload(user=user, collection=collection, upload=upload)
+
+
+@refuse_large_bodies
+@require_http_methods(["POST"])
+@documents_api
+def document_list(request: HttpRequest, user: User) -> HttpResponse:
+    """A loose file, in no collection, to attach to a chat turn. (A stand-in for helper A's
+    fuller endpoint of the same name: the lead keeps theirs at merge.)"""
+    return JsonResponse(_uploaded(request, user, None).as_json(), status=201)
 
 
 @require_http_methods(["GET", "DELETE"])

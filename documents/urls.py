@@ -13,6 +13,7 @@ urlpatterns = [
         api.collection_documents,
         name="api-collection-documents",
     ),
+    path("api/documents/", api.document_list, name="api-documents"),
     path("api/documents/<int:document_id>/", api.document_detail, name="api-document"),
     path("api/documents/<int:document_id>/file", api.document_file, name="api-document-file"),
     path("api/search/", api.search, name="api-search"),
