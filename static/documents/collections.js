@@ -319,6 +319,7 @@ async function upload(collection, file) {
     return shown();
   }
   Object.assign(doc, answer.data);
+  shown(); // "Waiting to be read…", even when the worker's frames came first
   applyEarly(doc);
   shown();
 }
