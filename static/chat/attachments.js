@@ -8,6 +8,7 @@
 //   attachmentsInit({onChange})  wire the controls; onChange() when Send's state may change
 //   attachmentsPending()         why Send must wait ("" when it need not)
 //   attachmentsFrame()           {documents: [ids], collections: [ids]} for the prompt frame
+//   attachmentsFrameOf(entries)  the same for a sent message's attachments (an edit keeps them)
 //   attachmentsContext(left, n)  what they add to the prompt, for the context meter
 //   attachmentsTake()            what was attached, as a user message shows it; the box empties
 //   attachmentsPutBack(entries)  give back what attachmentsTake took (the prompt was refused)
@@ -258,6 +259,16 @@ export function attachmentsContext(left, window) {
   return { tokens: whole + passages, note: notes.length ? ` (${notes.join(", ")})` : "" };
 }
 
+export function attachmentsFrameOf(entries = []) {
+  const kept = entries.filter((e) => !e.gone);
+  const documents = kept.filter((e) => e.collection_id === undefined).map((e) => e.id);
+  const collections = kept.filter((e) => e.collection_id !== undefined).map((e) => e.collection_id);
+  const frame = {};
+  if (documents.length) frame.documents = documents;
+  if (collections.length) frame.collections = collections;
+  return frame;
+}
+
 // What a user message shows (the shape of a message's `attachments`, docs/protocol.md).
 export function attachmentsTake() {
   const entries = [
@@ -299,6 +310,8 @@ export function attachmentsShow(view, message) {
     }
     if (entry.gone) {
       item.classList.add("gone");
+      const name = item.querySelector(".chip-name");
+      if (!name.textContent) name.textContent = entry.collection_id !== undefined ? "a collection" : "a file";
       item.querySelector(".chip-details").textContent = "deleted";
     }
     list.append(item);

@@ -44,8 +44,13 @@ def sent_frames(page: Page) -> Iterator[list[dict[str, Any]]]:
     yield frames
 
 
-def test_a_dropped_file_is_read_shown_counted_and_sent_with_the_prompt(
-    page: Page, web_server: str, owner: Any, document_worker: Any, sent_frames: list[Any]
+def test_a_dropped_file_is_read_shown_counted_and_sent_with_the_prompt_and_its_edit(
+    page: Page,
+    web_server: str,
+    owner: Any,
+    document_worker: Any,
+    inference_worker: Any,
+    sent_frames: list[Any],
 ) -> None:
     collection = collection_create(user=owner, name="Freezer manuals")
     log_in(page, web_server)
@@ -98,6 +103,18 @@ def test_a_dropped_file_is_read_shown_counted_and_sent_with_the_prompt(
     question = page.locator("li.message.user").last
     expect(question.locator(".chip-name")).to_have_text(["freezer log.pdf", "Freezer manuals"])
     expect(meter).not_to_contain_text("attached")
+
+    # Edited, the prompt keeps what was attached to it.
+    answer = page.locator("li.message.assistant").last
+    expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    question.get_by_role("button", name="Edit this prompt and send it again").click()
+    page.get_by_label("Edited prompt").fill("Who set the combination?")
+    page.get_by_label("Edited prompt").press("Enter")
+    edit = next(f for f in sent_frames if f["type"] == "edit")
+    assert edit["documents"] == [document.pk] and edit["collections"] == [collection.pk]
+    edited = page.locator("li.message.user").last
+    expect(edited.locator(".content")).to_have_text("Who set the combination?")
+    expect(edited.locator(".chip-name")).to_have_text(["freezer log.pdf", "Freezer manuals"])
 
 
 def test_a_pasted_file_and_a_file_that_cannot_be_read(
@@ -239,3 +256,9 @@ def test_sources_open_their_passage_and_a_deleted_files_says_so(
         "This file has been deleted."
     )
     assert dialogs == []
+
+    # On a phone the panel rises from the bottom, and nothing is wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator("#citation-panel")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "citation-panel-phone.png"))

@@ -248,3 +248,9 @@ def test_staff_share_a_collection_that_a_group_member_only_reads(
         headers={"X-CSRFToken": token},
     )
     assert refused.status == 403 and refused.json()["error"]["code"] == "not_owner"
+
+    # On a phone the list goes above the files, and the page never scrolls sideways.
+    reader.set_viewport_size({"width": 390, "height": 844})
+    expect(reader.locator("#collection-name")).to_be_visible()
+    assert reader.evaluate("document.documentElement.scrollWidth") <= 390
+    reader.screenshot(path=str(ARTIFACTS / "collections-phone.png"), full_page=True)
