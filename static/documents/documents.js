@@ -2,6 +2,8 @@
 // /ws/documents/ socket (docs/protocol.md, "Documents socket"), how a document's frame changes
 // it, how its state reads, and uploading a file with its progress.
 
+import { LiveSocket } from "../wizweb/socket.js";
+
 // Documents as the API shows them (docs/api.md): {id, name, size, kind, pages, tokens, state,
 // error, progress: {done, total}}. A socket frame changes one in place.
 export function documentApply(doc, frame) {
@@ -87,36 +89,15 @@ export function uploadFile(url, file, onProgress) {
   });
 }
 
-// Listen to /ws/documents/: onFrame(frame) for every frame, again from the state frames after a
-// reconnect (the server sends the 50 newest documents' state on connect).
+// Listen to /ws/documents/ through the pages' one LiveSocket (ping, backoff): onFrame(frame)
+// for every frame, again from the state frames after a reconnect (the server sends the 50
+// newest documents' state on connect).
 export function documentsListen(onFrame) {
-  let delay = 500;
-  let pinger = null;
-  const connect = () => {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/documents/`);
-    socket.addEventListener("open", () => {
-      delay = 500;
-      document.body.dataset.documentsSocket = "open";
-      clearInterval(pinger);
-      pinger = setInterval(() => socket.send(JSON.stringify({ type: "ping" })), 20000);
-    });
-    socket.addEventListener("message", (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      onFrame(frame);
-    });
-    socket.addEventListener("close", (event) => {
-      clearInterval(pinger);
-      document.body.dataset.documentsSocket = "closed";
-      if (event.code === 4401) return; // logged out: a reload will say so
-      setTimeout(connect, delay + Math.random() * 250);
-      delay = Math.min(delay * 2, 15000);
-    });
-  };
-  connect();
+  const socket = new LiveSocket("/ws/documents/", {
+    onFrame,
+    onOpen: () => (document.body.dataset.documentsSocket = "open"),
+    onClose: () => (document.body.dataset.documentsSocket = "closed"),
+  });
+  socket.connect();
+  return socket;
 }
