@@ -4,7 +4,7 @@
 // how its reading goes, or why it failed), and collections chosen in the picker. Send waits
 // while a file is still being read. The prompt frame carries their ids (docs/protocol.md).
 //
-// The small API chat.js uses:
+// The small API the chat page uses (chat.js; messages.js shows a sent prompt's chips):
 //   attachmentsInit({onChange})  wire the controls; onChange() when Send's state may change
 //   attachmentsPending()         why Send must wait ("" when it need not)
 //   attachmentsFrame()           {documents: [ids], collections: [ids]} for the prompt frame

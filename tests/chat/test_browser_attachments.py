@@ -138,6 +138,17 @@ def test_a_pasted_file_and_a_file_that_cannot_be_read(
     expect(notes).to_have_attribute("data-state", "ready", timeout=60_000)
     expect(page.get_by_label("Message")).to_have_value("")  # the file, not its text
 
+    # A prompt the server refuses gives back its text and its attachments.
+    too_long = "x" * 32_001
+    page.get_by_label("Message").fill(too_long)
+    page.get_by_label("Message").press("Enter")
+    page.locator("#status").get_by_role("button", name="Send anyway").click()
+    expect(page.locator("#status")).to_contain_text("The prompt is 32001 characters")
+    expect(page.get_by_label("Message")).to_have_value(too_long)
+    expect(notes).to_have_attribute("data-state", "ready")
+    expect(page.locator("li.message")).to_have_count(0)
+    page.get_by_label("Message").fill("")
+
     # The paperclip's picker, with a file the worker cannot read.
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Attach files").click()
