@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from documents import api
+from documents import api, views
 
 urlpatterns = [
+    path("collections/", views.collections_page, name="collections"),
     path("api/collections/", api.collection_list, name="api-collections"),
     path("api/collections/<int:collection_id>/", api.collection_detail, name="api-collection"),
     path(

@@ -2,6 +2,7 @@
 // the conversation's tree (tree.js) and its views (messages.js), the composer that sends
 // prompts, and the context meter (meter.js). docs/frontend.md has the module map.
 
+import { attachmentsContext, attachmentsFrame, attachmentsFrameOf, attachmentsInit, attachmentsPending, attachmentsPutBack, attachmentsShow, attachmentsTake } from "./attachments.js";
 import { showContext, contextRefusal } from "./meter.js";
 import { button, messageView, MessageViews, showPrompt } from "./messages.js";
 import { pageData } from "./page-data.js";
@@ -76,16 +77,20 @@ function renderThread({ follow = true } = {}) {
   const actions = messageActions();
   for (const id of path) views.showTools(id, actions);
   showComposerState();
-  showContext(tree, promptBox.value);
+  showMeter();
   if (follow) views.scrollToEnd();
 }
+
+// The meter counts what is typed and what is attached to it.
+const showMeter = () => showContext(tree, promptBox.value, attachmentsContext);
 
 function showComposerState() {
   const streaming = tree.streamingOnPath();
   const waiting = [...pending.values()].some((p) => p.kind === "prompt");
   // While an answer is written, Send (or Enter) queues the next prompt for when it ends.
-  sendButton.disabled = waiting;
-  sendButton.title = streaming === null ? "" : "Queued: sent when the answer ends";
+  const files = attachmentsPending(); // a file still being sent or read: Send waits for it
+  sendButton.disabled = waiting || Boolean(files);
+  sendButton.title = files || (streaming === null ? "" : "Queued: sent when the answer ends");
   stopButton.hidden = streaming === null;
   fitPromptBox(); // a prompt put back in the box (not sent) is shown whole
 }
@@ -131,9 +136,10 @@ function startEdit(id) {
     const content = box.value;
     if (!content.trim()) return;
     const id_ = clientId();
-    const frame = { type: "edit", message: id, content, options: currentOptions(), client_id: id_ };
+    // An edited prompt keeps what was attached to it.
+    const frame = { type: "edit", message: id, content, options: currentOptions(), client_id: id_, ...attachmentsFrameOf(message.attachments) };
     if (!send(frame)) return;
-    pending.set(id_, { kind: "edit", parent: message.parent, content, placeholders: [] });
+    pending.set(id_, { kind: "edit", parent: message.parent, content, attachments: message.attachments, placeholders: [] });
     statusLine.textContent = "";
     renderThread();
   });
@@ -161,7 +167,7 @@ const handlers = {
     }
     sidebarRaise(conversation);
     if (asked.kind !== "regenerate") {
-      tree.add({ id: frame.user_message, role: "user", parent: asked.parent, content: asked.content, state: "done" });
+      tree.add({ id: frame.user_message, role: "user", parent: asked.parent, content: asked.content, state: "done", attachments: asked.attachments || [] });
       tree.chooseUnder(asked.parent, frame.user_message);
     }
     tree.add({ id: frame.message, role: "assistant", parent: frame.user_message, content: "", state: "queued" });
@@ -249,6 +255,7 @@ const handlers = {
     if (asked) {
       pending.delete(frame.client_id);
       if (asked.kind === "prompt" && !promptBox.value) promptBox.value = asked.content;
+      if (asked.kind === "prompt") attachmentsPutBack(asked.attachments);
       renderThread();
     }
   },
@@ -284,7 +291,7 @@ function cancelQueued() {
   if (!promptBox.value.trim()) {
     promptBox.value = queuedPrompt;
     fitPromptBox();
-    showContext(tree, promptBox.value);
+    showMeter();
   }
   queuedPrompt = null;
   showQueued();
@@ -323,7 +330,7 @@ function submit({ anyway = false, queued = null } = {}) {
     statusLine.textContent = "";
     promptBox.value = "";
     fitPromptBox();
-    showContext(tree, promptBox.value);
+    showMeter();
     return;
   }
   if (sendButton.disabled) {
@@ -333,7 +340,7 @@ function submit({ anyway = false, queued = null } = {}) {
   const id = clientId();
   const path = tree.shownPath();
   const parent = path[path.length - 1] || null;
-  const frame = { type: "prompt", content, conversation, parent, options: currentOptions(), client_id: id };
+  const frame = { type: "prompt", content, conversation, parent, options: currentOptions(), client_id: id, ...attachmentsFrame() };
   if (!send(frame)) {
     if (queued !== null && !promptBox.value.trim()) promptBox.value = queued;
     return;
@@ -345,7 +352,9 @@ function submit({ anyway = false, queued = null } = {}) {
   answerView.item.classList.add("streaming");
   answerView.item.dataset.state = "queued";
   answerView.meta.textContent = "Sending…";
-  pending.set(id, { kind: "prompt", parent, content, views: [userView, answerView], placeholders: [userView.item, answerView.item] });
+  const attachments = attachmentsTake(); // sent: they move onto the prompt
+  attachmentsShow(userView, { attachments });
+  pending.set(id, { kind: "prompt", parent, content, attachments, views: [userView, answerView], placeholders: [userView.item, answerView.item] });
   if (queued === null) {
     promptBox.value = "";
     fitPromptBox();
@@ -374,7 +383,7 @@ promptBox.addEventListener("keydown", (event) => {
 });
 promptBox.addEventListener("input", () => {
   fitPromptBox();
-  showContext(tree, promptBox.value);
+  showMeter();
 });
 // Esc in the message box stops the answer being written, as the Stop button does.
 promptBox.addEventListener("keydown", (event) => {
@@ -400,9 +409,10 @@ document.getElementById("to-bottom").addEventListener("click", () => {
   list.scrollTo({ top: list.scrollHeight, behavior: "smooth" });
   promptBox.focus({ preventScroll: true });
 });
-document.addEventListener("wiz:settings", () => showContext(tree, promptBox.value));
+document.addEventListener("wiz:settings", () => showMeter());
 
 for (const message of pageData.messages) tree.add(message);
+attachmentsInit({ onChange: () => (showComposerState(), showMeter()) });
 renderThread();
 socket.connect();
 // Ready to type on arrival, unless the reader already went somewhere (or a touch keyboard would

@@ -3,6 +3,8 @@
 // as the plain text they are (textContent), the ‹ 2/3 › switch and the message actions, and the
 // scrolling of the list. chat.js owns the socket and says what happened; this module shows it.
 
+import { attachmentsShow } from "./attachments.js";
+import { citationsShow } from "./citations.js";
 import { copyText, renderMarkdown } from "./markdown.js";
 import { thinkingShow } from "./thinking.js";
 import { toast } from "./toast.js";
@@ -146,6 +148,7 @@ export class MessageViews {
     this.adopt(id, view);
     if (message.role !== "assistant") {
       showPrompt(view, message.content);
+      attachmentsShow(view, message);
     } else if (isUnfinished(message)) {
       view.item.classList.add("streaming");
       view.item.dataset.state = message.state;
@@ -211,6 +214,7 @@ export class MessageViews {
     } else {
       renderAnswer(view);
     }
+    citationsShow(view, message);
     thinkingShow(view, message);
     view.item.classList.remove("streaming");
     const failed = message.finish_reason === "error" || message.state === "failed";

@@ -10,19 +10,25 @@ const meter = document.getElementById("context-meter");
 const text = document.getElementById("context-text");
 const warningLine = document.getElementById("context-warning");
 
-// tree: the MessageTree shown; prompt: what is in the box, not sent yet; attached: the tokens
-// of files attached to it (an estimate until the model has read them).
-export function showContext(tree, prompt, attached = 0) {
+const NOTHING_ATTACHED = () => ({ tokens: 0, note: "" });
+
+// tree: the MessageTree shown; prompt: what is in the box, not sent yet; attached(left, window):
+// what the files and collections attached to it add to the prompt, {tokens, note}, given the
+// tokens the window has left (attachments.js: files whole while they fit, else passages).
+export function showContext(tree, prompt, attached = NOTHING_ATTACHED) {
   const model = currentModel();
   const window = model?.context_window || 0;
   meter.parentElement.hidden = !window;
   if (!window) return;
   const used = tree.usedTokens(currentOptions().system_prompt || "");
   const room = Math.min(currentOptions().max_tokens || pageData.default_max_tokens, Math.floor(window / 4));
-  const asked = estimateTokens(prompt) + attached;
+  const typed = estimateTokens(prompt);
+  const files = attached(window - room - used.tokens - typed, window);
+  const asked = typed + files.tokens;
+  const shown = used.tokens + files.tokens;
   meter.max = window;
-  meter.value = Math.min(used.tokens, window);
-  text.textContent = `${used.exact ? "" : "about "}${used.tokens.toLocaleString()} of ${window.toLocaleString()} tokens`;
+  meter.value = Math.min(shown, window);
+  text.textContent = `${used.exact && !files.tokens ? "" : "about "}${shown.toLocaleString()} of ${window.toLocaleString()} tokens${files.note}`;
   let warning = "";
   let level = "";
   if (asked + room > window) {

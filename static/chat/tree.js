@@ -124,6 +124,7 @@ export function applyDone(message, frame) {
     timings: frame.timings,
     tool_calls: frame.tool_calls || [],
     trimmed: frame.trimmed || null,
+    citations: frame.citations || [],
     error: frame.error || "",
     model: frame.model || message.model,
   });

@@ -1,5 +1,5 @@
 """Fixtures of the chat tests: the thinking copy of the default model, and a worker pinned
-to it (tests/thinking_model.py)."""
+to it (tests/thinking_model.py); the documents worker, for files attached on the chat page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from models_admin.models import LocalModel
 from tests.conftest import start_worker
+from tests.documents.conftest import clean_documents, document_worker  # noqa: F401 - fixtures
 from tests.processes import Child
 from tests.thinking_model import THINKER, thinker_register
 
