@@ -235,15 +235,24 @@ def document_delete(*, user: User, document: Document) -> None:
 
 class _ProgressWriter:
     """Writes pages done to the row and sends them to the owner's pages, at most every
-    SAVE_EVERY seconds and at the end of the pages."""
+    SAVE_EVERY seconds and at the end of the pages.
 
-    def __init__(self, document: Document, events: DocumentEvents) -> None:
+    It also holds the job to its time limit page by page. rq's limit is an alarm that raises
+    in the horse wherever it is, and a reader that catches every exception (pypdf does, for a
+    page it cannot read) can swallow it and read on; the page count then stops it."""
+
+    def __init__(
+        self, document: Document, events: DocumentEvents, time_limit: float | None
+    ) -> None:
         self.document = document
         self.events = events
         self.last = 0.0
+        self.deadline = None if time_limit is None else time.monotonic() + time_limit
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            raise JobTimeoutException("The time limit passed while the file was read.")
         if done < total and done > 0 and now - self.last < SAVE_EVERY:
             return
         self.last = now
@@ -329,7 +338,7 @@ def _document_index(
             document.path,
             kind=document.kind,
             encoding=document.encoding,
-            progress=_ProgressWriter(document, events),
+            progress=_ProgressWriter(document, events, time_limit),
         )
         passages = [
             Passage(
