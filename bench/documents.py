@@ -85,7 +85,10 @@ class FileTokens:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        from inference.specials import SpecialTexts
+
         self.llama = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        self.specials = SpecialTexts.of(self.llama._model)
         self.n_ctx, self.answer_room = n_ctx, min(max_tokens, n_ctx // 4)
         model = self.llama._model
         self.formatter = Jinja2ChatFormatter(
@@ -96,6 +99,9 @@ class FileTokens:
 
     def text(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode(), add_bos=False))
+
+    def defuse(self, text: str) -> str:
+        return self.specials.defuse(text)
 
     def turns(self, turns: list[dict[str, str]]) -> int:
         formatted = self.formatter(messages=turns)  # type: ignore[arg-type]

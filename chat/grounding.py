@@ -70,6 +70,11 @@ class TokenCounter(Protocol):
         """Tokens of the whole prompt these turns make, chat template included."""
         ...
 
+    def defuse(self, text: str) -> str:
+        """Someone else's text with any spelling of a control token broken, so it stays text
+        (inference.specials)."""
+        ...
+
 
 @dataclass(frozen=True)
 class EngineTokens:
@@ -89,6 +94,9 @@ class EngineTokens:
 
     def text(self, text: str) -> int:
         return len(self.engine.tokenize(text, add_bos=False))
+
+    def defuse(self, text: str) -> str:
+        return self.engine.specials.defuse(text)
 
     def turns(self, turns: list[dict[str, str]]) -> int:
         from inference.requests import GenerationRequest
@@ -213,7 +221,9 @@ class _Sources:
                     self.searched.append(document_id)
                     continue
                 text = document_text(document=document)
-                block = _whole_block(len(self.citations) + 1, document, text)
+                # A file is someone else's text (a shared collection's, a name): it must not
+                # spell the template's control tokens (inference.specials).
+                block = self.counter.defuse(_whole_block(len(self.citations) + 1, document, text))
                 tokens = self.counter.text(block) + 2  # and the blank line between blocks
                 if self.whole_tokens + tokens > room:
                     self.searched.append(document_id)
@@ -229,7 +239,9 @@ class _Sources:
         for hit in hits:
             number = len(self.citations) + 1
             passage = hit.passage
-            block = _passage_block(number, hit.document, passage.text, passage.page)
+            block = self.counter.defuse(
+                _passage_block(number, hit.document, passage.text, passage.page)
+            )
             tokens = self.counter.text(block) + 2
             if spent + tokens > room:
                 continue

@@ -14,6 +14,7 @@ owner, and may tag it to abort it later by tag (`generations_abort`).
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -42,6 +43,7 @@ from inference.requests import (
 )
 from inference.sampling import Sampling
 from inference.scheduler import Scheduler, SchedulerClosed, Sequence, ThinkingBudget
+from inference.specials import SpecialTexts
 from inference.text import TextAssembler
 
 
@@ -182,6 +184,11 @@ class BatchedEngine:
         )
 
     # -- prompts -------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def specials(self) -> SpecialTexts:
+        """What this model's tokenizer reads as control tokens in a prompt (inference.specials)."""
+        return SpecialTexts.of(self.model)
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
         return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
