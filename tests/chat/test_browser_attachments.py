@@ -1,10 +1,10 @@
 """Documents on the chat page in a real browser (chromium through Playwright) against daphne:
 a file dropped on the page is uploaded and read by the real documents worker, shown as a chip
 with its pages and tokens while Send waits for it, counted by the context meter and sent with
-the prompt; a file pasted into the message box and one that cannot be read; a collection from
-the picker. An answer's sources (saved in the database, as the other browser tests save
-finished answers) open their passage in a panel, from a chip or from [n] in the text, and a
-deleted file's source says so."""
+the prompt, whose real answer's source opens the file it was given; a file pasted into the
+message box and one that cannot be read; a collection from the picker. An answer's sources
+(saved in the database, as the other browser tests save finished answers) open their passage
+in a panel, from a chip or from [n] in the text, and a deleted file's source says so."""
 
 from __future__ import annotations
 
@@ -107,6 +107,17 @@ def test_a_dropped_file_is_read_shown_counted_and_sent_with_the_prompt_and_its_e
     # Edited, the prompt keeps what was attached to it.
     answer = page.locator("li.message.assistant").last
     expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+    # The real answer's source: the file went to the model whole, and its chip opens it.
+    source = answer.locator(".sources .source-chip")
+    expect(source).to_have_text(["1freezer log.pdf"])
+    source.click()
+    panel = page.locator("#citation-panel")
+    expect(panel.locator("h2")).to_have_text("[1] freezer log.pdf")
+    expect(panel.locator(".citation-place")).to_have_text("Whole file")
+    # A whole file's source keeps its start (chat.grounding.CITED_WHOLE_CHARS).
+    expect(panel.locator(".citation-text")).to_contain_text("Page 1. The freezer log")
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
     question.get_by_role("button", name="Edit this prompt and send it again").click()
     page.get_by_label("Edited prompt").fill("Who set the combination?")
     page.get_by_label("Edited prompt").press("Enter")
