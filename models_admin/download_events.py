@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 from inference.presence import MODELS_GROUP, WorkerState
+from models_admin import selectors
 from models_admin.models import Download
 from models_admin.transfer import ProgressReport
 from wizweb.channels_sender import ChannelSender, channel_sender
@@ -74,7 +75,7 @@ def download_state_frames(*, limit: int = 20) -> list[Any]:
     """The state of the most recent downloads as frames, for a page that has just connected:
     whatever happened between its render and its socket is told again."""
     frames: list[Any] = []
-    for download in Download.objects.select_related("local_model")[:limit]:
+    for download in selectors.downloads_recent(limit=limit):
         if download.is_active:
             report = ProgressReport(
                 bytes=download.bytes_done,

@@ -23,6 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from models_admin import selectors
 from models_admin.download_events import (
     DownloadEvents,
     cancelled_frame,
@@ -187,9 +188,7 @@ def download_start(
 
 def download_join(*, repo_id: str, filename: str) -> Download | None:
     """The active download of this file, taken up again if nobody is fetching it."""
-    active = Download.objects.filter(
-        repo_id=repo_id, filename=filename, state__in=Download.ACTIVE
-    ).first()
+    active = selectors.download_active(repo_id=repo_id, filename=filename)
     if active is None:
         return None
     if _download_orphaned(active, redis_connection()):

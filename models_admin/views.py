@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import quote
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.messages.constants import DEFAULT_TAGS
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,11 +18,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from inference.presence import worker_states
+from models_admin import selectors
 from models_admin.access import GroupRefused, group_save, localmodel_set_groups
 from models_admin.downloads import DownloadRefused, download_cancel, download_start
 from models_admin.fit import FileFit, disk_room_bytes, repo_fits
 from models_admin.hub import HubError, HubModel, HubRepo, hub_repo, hub_search
-from models_admin.loading import load_options_for
 from models_admin.local_models import (
     ModelInUse,
     localmodel_delete,
@@ -52,17 +51,10 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-RECENT_DOWNLOADS = 20
-
-
 @require_GET
 @staff_only
 def models_page(request: HttpRequest) -> HttpResponse:
     workers = worker_states(redis_connection())
-    rows = []
-    for model in LocalModel.objects.prefetch_related("groups"):
-        holders = [w.name for w in workers if model.name in w.models]
-        rows.append({"model": model, "holders": holders, "load": load_options_for(model)})
     query = request.GET.get("q", "").strip()
     repo_id = request.GET.get("repo", "").strip()
     revision = request.GET.get("revision", "").strip() or "main"
@@ -76,11 +68,7 @@ def models_page(request: HttpRequest) -> HttpResponse:
         if repo_id:
             repo = hub_repo(repo_id=repo_id, revision=revision)
             fits = repo_fits(repo=repo, workers=workers)
-            active = set(
-                Download.objects.filter(
-                    repo_id=repo.repo_id, state__in=Download.ACTIVE
-                ).values_list("filename", flat=True)
-            )
+            active = selectors.downloading_files(repo_id=repo.repo_id)
             for fit in fits:
                 fit.downloading = fit.file.path in active
     except HubError as exc:
@@ -89,11 +77,11 @@ def models_page(request: HttpRequest) -> HttpResponse:
         request,
         "models_admin/models.html",
         {
-            "rows": rows,
+            "rows": selectors.model_rows(workers=workers),
             "workers": workers,
             "load_limits": LOAD_OPTION_LIMITS,
-            "groups": Group.objects.order_by("name").prefetch_related("user_set", "local_models"),
-            "users": get_user_model().objects.filter(is_active=True).order_by("username"),
+            "groups": selectors.groups_with_members(),
+            "users": selectors.people(),
             "query": query,
             "found": found,
             "repo_id": repo_id,
@@ -102,26 +90,10 @@ def models_page(request: HttpRequest) -> HttpResponse:
             "fits": fits,
             "hub_error": hub_error,
             "disk_room_bytes": max(disk_room_bytes(), 0),
-            "downloads": _download_rows(),
-            "active_files": set(
-                Download.objects.filter(state__in=Download.ACTIVE).values_list(
-                    "filename", flat=True
-                )
-            ),
+            "downloads": selectors.download_rows(),
+            "active_files": selectors.downloading_files(),
         },
     )
-
-
-def _download_rows() -> list[dict[str, Any]]:
-    """The recent downloads, newest first; one that a later download of the same file has
-    replaced offers no Resume."""
-    rows, seen = [], set()
-    for download in Download.objects.select_related("requested_by", "local_model")[
-        :RECENT_DOWNLOADS
-    ]:
-        rows.append({"d": download, "superseded": download.file in seen})
-        seen.add(download.file)
-    return rows
 
 
 def _back(request: HttpRequest) -> HttpResponse:
