@@ -29,6 +29,7 @@ from rq.timeouts import JobTimeoutException
 
 from documents import selectors
 from documents.detection import DocumentRefused, detect
+from documents.embeddings import document_embeddings_request
 from documents.events import DocumentEvents, failed_frame, progress_frame, ready_frame
 from documents.extraction import extract
 from documents.models import Collection, Document, Passage, documents_dir
@@ -360,6 +361,13 @@ def _document_index(
             )
         document.refresh_from_db()
         events.send(ready_frame(document, passages=len(passages)))
+        # Ready and searchable by its full text now; its vectors follow on the inference
+        # workers when an embedding model is set. A job that cannot be queued is queued by
+        # the next question over the document: the document stays ready.
+        try:
+            document_embeddings_request(document_ids=[document.pk])
+        except Exception:
+            log.warning("Could not queue the embedding of document %s", document_id, exc_info=True)
         return document
     except _Gone:
         log.info("Document %s was deleted or given up while it was read", document_id)
