@@ -129,15 +129,19 @@ def document_embed(
     It embeds EMBED_BATCH passages at a time and, before each batch, waits while this worker
     writes or holds any answer, so an answer never shares the cores with it for longer than
     one batch. A document deleted (or its passages gone) meanwhile ends it: the next batch
-    finds nothing left to embed."""
+    finds nothing left to embed; so does the worker stopping, after the batch in hand."""
+    from inference.embedding import embeddings_stopping
+
     model = embedding_model(model_name)
     if model is None:
         return 0
     embedder = _embedder(model)
     done = 0
     while True:
-        while answers_running():
+        while answers_running() and not embeddings_stopping():
             time.sleep(ANSWERS_POLL)
+        if embeddings_stopping():
+            return done  # the worker is stopping; a question queues the rest again
         batch = list(
             Passage.objects.filter(document_id=document_id, document__state=Document.State.READY)
             .exclude(embedding_model=model.name)

@@ -73,6 +73,17 @@ class Embedder:
 
 _embedder: Embedder | None = None
 _embedder_lock = threading.Lock()
+# Set when the worker stops: embedding jobs end after their batch instead of holding the
+# shutdown for the rest of a document (a question queues what is left again).
+_stopping = threading.Event()
+
+
+def embeddings_stop() -> None:
+    _stopping.set()
+
+
+def embeddings_stopping() -> bool:
+    return _stopping.is_set()
 
 
 def embedder(path: Path, *, n_threads: int) -> Embedder:

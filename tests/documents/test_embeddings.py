@@ -10,9 +10,11 @@ the inference worker, where chat.grounding calls it, llama.cpp is loaded the sam
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import llama_cpp  # noqa: F401 - this process embeds questions, as an inference worker does
@@ -30,7 +32,7 @@ from documents.retrieval import passages_for_question
 from documents.selectors import passages_search
 from documents.services import collection_create, document_delete, document_upload
 from models_admin.models import LocalModel
-from tests.conftest import SECOND_MODEL
+from tests.conftest import SECOND_MODEL, start_worker
 from tests.documents.conftest import FILLER, index_here, upload
 from tests.processes import ROOT, Child, child_env, wait_for
 from wizweb.redis_server import redis_connection
@@ -253,3 +255,32 @@ def test_in_a_process_without_llama_cpp_retrieval_is_the_full_text_and_loads_not
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{found}|"
+
+
+def test_a_worker_asked_to_stop_ends_its_embedding_job_after_the_batch_in_hand(
+    owner: Any, second_model: LocalModel, background_queue: Queue, log_dir: Path
+) -> None:
+    # Pinned to the second model, which embeds: the job goes to this worker's own queue.
+    child = start_worker("embed-stop", log_dir, model=SECOND_MODEL)
+    try:
+        with override_settings(WIZ_EMBEDDING_MODEL=SECOND_MODEL):
+            text = " ".join(f"Section {n}: {FILLER}" for n in range(150))  # about 50 passages
+            document = add(owner, None, "long.txt", text)
+            total = Passage.objects.filter(document=document).count()
+            wait_for(
+                lambda: Passage.objects.filter(
+                    document=document, embedding_model=SECOND_MODEL
+                ).exists(),
+                timeout=300,
+                what="the first passages to be embedded",
+                interval=0.05,
+            )
+            job = job_of(document)
+            assert job.origin == f"{settings.BACKGROUND_QUEUE}.m{second_model.pk}"
+            child.process.send_signal(signal.SIGTERM)  # a warm shutdown
+            assert child.process.wait(timeout=60) == 0
+    finally:
+        child.stop()
+    assert job.get_status(refresh=True) == JobStatus.FINISHED, job.latest_result()
+    left = Passage.objects.filter(document=document).exclude(embedding_model=SECOND_MODEL)
+    assert 0 < left.count() < total
