@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 EMBED_JOB = "documents.jobs.document_embed_job"
 # Whose work it is, for the worker's share of slots per person: nobody's (like titles).
 EMBED_OWNER = "embeddings"
-# Passages embedded per call: about 1,200 tokens, about one decode of inference.embedding's
-# context. Small, so a question waiting for the embedder waits for one batch at most.
+# Passages embedded and saved per step; between steps the job yields to answers.
 EMBED_BATCH = 4
 # How often a job paused for answers looks again.
 ANSWERS_POLL = 0.1

@@ -60,8 +60,11 @@ class Embedder:
         """One unit-length float32 row per text (a text with no tokens gets zeros)."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        with self._lock:
-            raw = self._llama.embed(texts, normalize=False, truncate=True)
+        raw = []
+        for text in texts:
+            # One text a call, so a question waits for one passage at most, not a batch.
+            with self._lock:
+                raw.append(self._llama.embed(text, normalize=False, truncate=True))
         vectors = np.asarray(raw, dtype=np.float32).reshape(len(texts), self.dimensions)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
