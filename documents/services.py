@@ -29,7 +29,6 @@ from rq.timeouts import JobTimeoutException
 
 from documents import selectors
 from documents.detection import DocumentRefused, detect
-from documents.embeddings import document_embeddings_request
 from documents.events import DocumentEvents, failed_frame, progress_frame, ready_frame
 from documents.extraction import extract
 from documents.models import Collection, Document, Passage, documents_dir
@@ -365,6 +364,11 @@ def _document_index(
         # workers when an embedding model is set. A job that cannot be queued is queued by
         # the next question over the document: the document stays ready.
         try:
+            # Imported here, where the documents worker first needs it. Imported with this
+            # module instead, test_worker.py's kill-mid-file test twice missed the moment the
+            # 300-page PDF was under way (read in 0.7 s); why the timing moved is not known.
+            from documents.embeddings import document_embeddings_request
+
             document_embeddings_request(document_ids=[document.pk])
         except Exception:
             log.warning("Could not queue the embedding of document %s", document_id, exc_info=True)
