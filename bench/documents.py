@@ -16,6 +16,13 @@ the planted fact comes first, `passages_search`'s time per question (median, p95
 `passages_for_question` call plus the prompt's assembly (`chat.grounding.grounded_history`,
 counting each passage with the default model's real tokenizer, as the worker does), per turn.
 Nothing here is asserted.
+
+With embeddings (unless `--no-embeddings`): WIZ_EMBEDDING_MODEL is the default model, a real
+inference worker (`manage.py inference_worker`) takes the document's embedding job from the
+background queue once it is ready; printed are the time from `ready` to every passage having
+its vector (the embedder's load included), the worker's resident memory before and at most
+during it, and `passages_for_question`'s time per question with fusion (the question embedded
+in this process, as on a worker) beside the question's embedding alone.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from environment import bench_django  # noqa: E402
+from environment import SHARED_MODELS_DIR, bench_django  # noqa: E402
 
 FILLER = (
     "This page describes routine laboratory housekeeping: benches are wiped, pipettes are "
@@ -65,13 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--no-embeddings", action="store_true")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="wiz-bench-docs-"))
-    models_dir = data_dir / "models"
-    models_dir.mkdir()
-    redis, model_path = bench_django(data_dir, models_dir)
+    # The shared models dir, as the other benchmarks: the default model is the embedding one.
+    redis, model_path = bench_django(data_dir, SHARED_MODELS_DIR)
     try:
-        run(args.pages, args.queries, data_dir, model_path)
+        run(args.pages, args.queries, data_dir, model_path, embeddings=not args.no_embeddings)
     finally:
         redis.stop()  # type: ignore[attr-defined]
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -153,16 +160,20 @@ def turn_timings(user: object, document: object, queries: int, model_path: Path)
     )
 
 
-def run(pages: int, queries: int, data_dir: Path, model_path: Path) -> None:
+def run(pages: int, queries: int, data_dir: Path, model_path: Path, *, embeddings: bool) -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.db import connection
-    from django.test import Client
+    from django.test import Client, override_settings
 
     from documents.models import Document
     from documents.selectors import passages_search
     from documents.services import collection_create
+    from models_admin.local_models import localmodel_register_default
+
+    embedding_model = localmodel_register_default().name if embeddings else ""
+    override_settings(WIZ_EMBEDDING_MODEL=embedding_model).enable()
 
     user = get_user_model().objects.create_user("bench")
     collection = collection_create(user=user, name="bench")
@@ -174,19 +185,25 @@ def run(pages: int, queries: int, data_dir: Path, model_path: Path) -> None:
         f"{time.perf_counter() - started:.1f} s"
     )
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WIZ_EMBEDDING_MODEL=embedding_model)
     log = (data_dir / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "rqworker", settings.DOCUMENT_QUEUE,
          "--worker-class", "documents.worker.DocumentWorker"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    inference = None
+    if embeddings:
+        inference = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "inference_worker", "--name", "bench"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         time.sleep(3)  # the worker's start (Django, rq) is not what is measured
         client = Client()
         client.force_login(user)
         upload = SimpleUploadedFile("bench.pdf", content)
-        began = time.perf_counter()
+        began = uploaded_at = time.perf_counter()
         response = client.post(f"/api/collections/{collection.pk}/documents/", {"file": upload})
         uploaded = time.perf_counter() - began
         assert response.status_code == 201, response.content
@@ -213,10 +230,68 @@ def run(pages: int, queries: int, data_dir: Path, model_path: Path) -> None:
             timings.append((time.perf_counter() - began) * 1000)
         print(f"retrieval per question: {percentiles(timings)}")
         turn_timings(user, document, queries, model_path)
+        if inference is not None:
+            embed(document, inference.pid, uploaded_at + ready, queries, pages)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for child in (worker, inference):
+            if child is not None:
+                child.terminate()
+                child.wait(timeout=60)
         log.close()
+
+
+def embed(document: object, worker_pid: int, ready_at: float, queries: int, pages: int) -> None:
+    """The document's embedding on the inference worker, then retrieval with fusion."""
+    import psutil
+    from django.conf import settings
+
+    from documents.models import Document, Passage
+
+    assert isinstance(document, Document)
+    worker = psutil.Process(worker_pid)
+    rss_before = worker.memory_info().rss
+    rss_most = rss_before
+    model = settings.WIZ_EMBEDDING_MODEL
+    total = Passage.objects.filter(document=document).count()
+    missing = Passage.objects.filter(document=document).exclude(embedding_model=model)
+    while missing.exists():
+        rss_most = max(rss_most, worker.memory_info().rss)
+        time.sleep(0.5)
+    took = time.perf_counter() - ready_at
+    print(
+        f"embedding on the inference worker: {total} passages in {took:.1f} s from ready "
+        f"({total / took:.1f} passages/s, {took / total * 1000:.0f} ms each)"
+    )
+    print(
+        f"inference worker RSS: {rss_before / 2**20:.0f} MB before, at most "
+        f"{rss_most / 2**20:.0f} MB while embedding"
+    )
+    import llama_cpp  # noqa: F401 - questions are embedded here, as on an inference worker
+
+    from documents.embeddings import question_vector
+    from documents.retrieval import passages_for_question
+
+    user = document.owner
+    hits = passages_for_question(user=user, question=QUESTIONS[0])  # loads the embedder
+    print(
+        f"fact first with fusion: {bool(hits) and hits[0].passage.page == pages * 2 // 3} "
+        f"(page {hits[0].passage.page if hits else None})"
+    )
+    fused, alone = [], []
+    for i in range(queries):
+        question = QUESTIONS[i % len(QUESTIONS)]
+        began = time.perf_counter()
+        question_vector(question)
+        alone.append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        passages_for_question(user=user, question=question)
+        fused.append((time.perf_counter() - began) * 1000)
+    for name, timings in (("question embedding alone", alone), ("retrieval with fusion", fused)):
+        timings.sort()
+        p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
+        print(
+            f"{name}: median {statistics.median(timings):.1f} ms, p95 {p95:.1f} ms over {queries}"
+        )
 
 
 if __name__ == "__main__":

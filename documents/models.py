@@ -134,6 +134,13 @@ class Passage(models.Model):
     tokens = models.PositiveIntegerField()
     chars = models.PositiveIntegerField()
     search_vector = SearchVectorField(null=True, editable=False)
+    # Unit-length float32 vector of the text, by the model named beside it (documents.embeddings);
+    # null until the inference workers have embedded it. Both null-able without a default, so
+    # adding them altered SQLite's table in place and kept the full-text triggers (see 0002).
+    embedding = models.BinaryField(null=True, editable=False)
+    embedding_model = models.CharField(  # noqa: DJ001 - null keeps the table (above)
+        max_length=200, null=True, blank=True, editable=False
+    )
 
     class Meta:
         ordering = ["document", "ordinal"]

@@ -108,6 +108,25 @@ def search_terms(question: str) -> list[str]:
     return terms[:MAX_TERMS]
 
 
+def documents_searchable(
+    *,
+    user: Reader,
+    documents: Iterable[int] | None = None,
+    collections: Iterable[int] | None = None,
+) -> QuerySet[Document]:
+    """What a search looks in: the ready documents the user may read, narrowed to the given
+    document and collection ids when given (both: either; both empty: nothing). The one place
+    retrieval's access rule is written, for the full text and the embeddings alike."""
+    readable = documents_readable_by(user).filter(state=Document.State.READY)
+    if documents is not None or collections is not None:
+        document_ids, collection_ids = list(documents or []), list(collections or [])
+        if not document_ids and not collection_ids:
+            return Document.objects.none()  # narrowed to nothing
+        wanted = Q(pk__in=document_ids) | Q(collection__in=collection_ids)
+        readable = readable.filter(wanted)
+    return readable
+
+
 def passages_search(
     *,
     user: Reader,
@@ -126,13 +145,7 @@ def passages_search(
     terms = search_terms(question)
     if not terms or limit < 1:
         return []
-    readable = documents_readable_by(user).filter(state=Document.State.READY)
-    if documents is not None or collections is not None:
-        document_ids, collection_ids = list(documents or []), list(collections or [])
-        if not document_ids and not collection_ids:
-            return []  # narrowed to nothing
-        wanted = Q(pk__in=document_ids) | Q(collection__in=collection_ids)
-        readable = readable.filter(wanted)
+    readable = documents_searchable(user=user, documents=documents, collections=collections)
     if connection.vendor == "postgresql":
         candidates = Passage.objects.filter(document__in=readable.values("pk"))
         return _search_postgresql(candidates, terms, limit)

@@ -369,6 +369,18 @@ def _document_index(
             )
         document.refresh_from_db()
         events.send(ready_frame(document, passages=len(passages)))
+        # Ready and searchable by its full text now; its vectors follow on the inference
+        # workers when an embedding model is set. A job that cannot be queued is queued by
+        # the next question over the document: the document stays ready.
+        try:
+            # Imported here, where the documents worker first needs it. Imported with this
+            # module instead, test_worker.py's kill-mid-file test twice missed the moment the
+            # 300-page PDF was under way (read in 0.7 s); why the timing moved is not known.
+            from documents.embeddings import document_embeddings_request
+
+            document_embeddings_request(document_ids=[document.pk])
+        except Exception:
+            log.warning("Could not queue the embedding of document %s", document_id, exc_info=True)
         return document
     except _Gone:
         log.info("Document %s was deleted or given up while it was read", document_id)

@@ -56,6 +56,7 @@ from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
+from inference.embedding import embeddings_stop
 from inference.engine import generations_abort, generations_abort_all, throughput
 from inference.presence import (
     PRESENCE_INTERVAL,
@@ -162,6 +163,7 @@ class InferenceWorker(SimpleWorker):
         """Let the running answers end (aborted at once on a cold shutdown) and be saved."""
         with self._room:
             threads = [r.thread for r in self._running.values() if r.thread is not None]
+        embeddings_stop()  # background work: it ends after its batch, not with the document
         if self._cold:
             generations_abort_all()
         for thread in threads:

@@ -250,6 +250,10 @@ WIZ_DOCUMENTS_MAX_BYTES_PER_USER: int = _env_value(
     "WIZ_DOCUMENTS_MAX_BYTES_PER_USER", env.int, 500 * 1024 * 1024
 )
 WIZ_DOCUMENT_INDEX_TIMEOUT: int = _env_value("WIZ_DOCUMENT_INDEX_TIMEOUT", env.int, 600)
+# The local model (its name on the models page) whose vectors are combined with the full-text
+# rank in retrieval; empty: full text only. Computed on the inference workers as background work
+# (docs/documents.md, "Embeddings").
+WIZ_EMBEDDING_MODEL: str = _env_value("WIZ_EMBEDDING_MODEL", env.str, "").strip()
 for _name, _value in (
     ("WIZ_DOCUMENT_MAX_BYTES", WIZ_DOCUMENT_MAX_BYTES),
     ("WIZ_DOCUMENTS_MAX_BYTES_PER_USER", WIZ_DOCUMENTS_MAX_BYTES_PER_USER),

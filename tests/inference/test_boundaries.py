@@ -21,6 +21,7 @@ get_resolver().url_patterns  # every view module the web process serves
 import chat.consumers, chat.openai_api, chat.options, chat.submission, chat.queue, chat.tools
 import chat.conversations
 import models_admin.consumers, models_admin.views, wizweb.views
+import documents.retrieval, documents.embeddings, documents.jobs
 loaded = sorted(name for name in sys.modules if name.split(".")[0] == "llama_cpp")
 print(",".join(loaded))
 """
