@@ -105,3 +105,36 @@ def test_it_refuses_a_share_with_nobody_or_an_unknown_user(owner: Any) -> None:
     assert unknown.status_code == 400
     assert "no user named zed" in unknown.json()["error"]["message"]
     assert mine.get(api).status_code == 404
+
+
+def test_a_shared_answer_lists_the_sources_it_was_given_as_text(owner: Any, outsider: Any) -> None:
+    conversation = conversation_of(owner)
+    answer = conversation.messages.get(content="In **May**.")
+    answer.content = "In **May** [1]."
+    answer.citations = [
+        {
+            "n": 1,
+            "document": 9999,  # deleted since, or never readable by whoever opens the link
+            "name": "garden <img src=x onerror=alert(1)>.pdf",
+            "page": 4,
+            "passage": 12,
+            "text": "Plant tomatoes after the last frost, <b>mid-May</b>.",
+            "whole": False,
+        }
+    ]
+    answer.save()
+    link = (
+        client_for(owner)
+        .put(
+            f"/api/conversations/{conversation.pk}/share",
+            {"everyone": True},
+            content_type="application/json",
+        )
+        .json()["url"]
+    )
+    text = client_for(outsider).get(link).content.decode()
+    assert '<details class="shared-sources"><summary>Sources (1)</summary>' in text
+    assert '<li value="1"><span class="source-name">garden &lt;img' in text
+    assert ", page 4<blockquote" in text
+    assert "after the last frost, &lt;b&gt;mid-May&lt;/b&gt;." in text
+    assert "<img" not in text and "/api/documents/" not in text  # text only: no file reached
