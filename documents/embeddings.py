@@ -108,6 +108,15 @@ def document_embeddings_request(*, document_ids: Iterable[int] | QuerySet[Any, A
     return wanted
 
 
+def embeddings_sweep(**_: object) -> list[int]:
+    """At an inference worker's start: queue the embedding of every ready document with a
+    passage that lacks a vector of the model set now (indexed before the setting, embedded by a
+    model since changed, or left half done by a worker that stopped or died), so none waits for
+    a question to reach it. Nothing while no embedding model is set; the ids queued."""
+    ready = Document.objects.filter(state=Document.State.READY).values("pk")
+    return document_embeddings_request(document_ids=ready)
+
+
 def _embedder(model: LocalModel) -> Embedder:
     from inference.embedding import embedder  # loads llama.cpp: inference workers only
 

@@ -143,6 +143,12 @@ class InferenceWorker(SimpleWorker):
                 self.log.warning(
                     "Worker %s: could not reap a dead namesake", self.name, exc_info=True
                 )
+        started = _hook("started")
+        if started is not None:
+            try:
+                started(connection=self.connection)
+            except Exception:  # background work: it waits for the next start, or a question
+                self.log.warning("Worker %s: the start hook failed", self.name, exc_info=True)
         self._side_threads = [
             threading.Thread(target=self._beat, name="presence", daemon=True),
             threading.Thread(target=self._reap, name="reaper", daemon=True),

@@ -15,10 +15,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import connections
 from django.test import Client, override_settings
+from playwright.sync_api import Browser
 
 from inference.presence import worker_state_get
 from models_admin.local_models import localmodel_register, localmodel_register_default
 from models_admin.models import LocalModel
+from tests.browser import chromium
 from tests.processes import (
     Child,
     child_env,
@@ -88,6 +90,15 @@ async def channel_layer_closed() -> AsyncIterator[None]:
     await get_channel_layer().flush()
     channel_layers.backends.clear()
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One chromium for a module's browser tests: starting Playwright and chromium costs a
+    second or two, paid once a module instead of once a test. Each test opens a context of its
+    own (cookies, storage, viewport), so nothing passes from one test to the next."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="session")

@@ -171,10 +171,12 @@ if DATABASES["default"]["ENGINE"] not in (
     raise ImproperlyConfigured(
         "DATABASE_URL is not valid: use postgres://user@host:port/name or sqlite:////path/db."
     )
+# How long a SQLite writer waits for another to finish before it gives up (seconds).
+WIZ_SQLITE_TIMEOUT: float = _env_value("WIZ_SQLITE_TIMEOUT", env.float, 20.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
-            "timeout": 20,
+            "timeout": WIZ_SQLITE_TIMEOUT,
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
@@ -333,10 +335,11 @@ for _name, _value, _low, _high in (
 WIZ_CHUNK_INTERVAL: float = _env_value("WIZ_CHUNK_INTERVAL", env.float, 0.04)
 
 # What an inference worker calls (it knows nothing of chats): the reapers of answers whose
-# writer is gone, and who hears of the worker's state every second.
+# writer is gone, what it does once at its start, and who hears of its state every second.
 WIZ_WORKER_HOOKS = {
     "reap": "chat.jobs.worker_reap",
     "reap_namesake": "chat.jobs.worker_reap_namesake",
+    "started": "documents.embeddings.embeddings_sweep",
     "state": "models_admin.download_events.worker_state_announce",
 }
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect
 
 from chat.models import Conversation, Message, SystemPromptPreset
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS
 from tests.chat.test_browser import log_in
 from tests.chat.test_browser_daily_use import answered as one_answer
 from tests.chat.test_browser_settings import saved_settings
@@ -24,12 +23,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def context_for(browser: Browser, *, phone: bool = False, dark: bool = False) -> BrowserContext:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from playwright.sync_api import Browser, Page, expect
 
 from chat.models import Conversation, Message, SystemPromptPreset
 from inference.presence import WorkerState, worker_state_publish, worker_state_remove
-from tests.browser import chromium
 from tests.chat import test_browser
 from tests.chat.test_browser import log_in
 from tests.chat.test_browser_sidebar import conversation_with, open_menu, ready, wait_until
@@ -26,12 +24,6 @@ from wizweb.redis_server import redis_connection
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 page = test_browser.page  # 1280 by 800, as the other browser tests have it
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def phone_page(browser: Browser, web_server: str) -> Page:

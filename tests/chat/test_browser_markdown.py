@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Page, WebSocket, expect
+from playwright.sync_api import Browser, Page, WebSocket, expect
 
 from chat.models import Conversation, Message
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS
 from tests.chat.test_browser import log_in, markdown_words, shown_words
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -81,12 +81,11 @@ RENDER_FRESH = """async (text) => {
 
 
 @pytest.fixture
-def page(owner: User, default_model: Any, web_server: str) -> Iterator[Page]:
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server)
-        yield context.new_page()
-        context.close()
+def page(owner: User, default_model: Any, web_server: str, browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server)
+    yield context.new_page()
+    context.close()
 
 
 def conversation_with(owner: User, *turns: tuple[str, str]) -> Conversation:

@@ -5,7 +5,6 @@ page that broke does not pass as a picture of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +13,7 @@ from django.utils import timezone
 from playwright.sync_api import Browser, expect
 
 from chat.models import Conversation, Message
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS
 from tests.chat.test_browser import log_in
 from tests.chat.test_browser_sidebar import ready
 from wizweb.preferences import preferences_theme_set
@@ -86,12 +85,6 @@ def conversation_of_a_few_answers(owner: Any) -> Conversation:
             timings={"queue_ms": 3.0, "ttft_ms": 180.0 + index, "tokens_per_s": 41.7 - index},
         )
     return shown
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

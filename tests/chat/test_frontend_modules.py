@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Route
-
-from tests.browser import chromium
+from playwright.sync_api import Browser, Page, Route
 
 pytestmark = pytest.mark.browser
 
@@ -33,12 +31,13 @@ def _serve(route: Route) -> None:
 
 
 @pytest.fixture(scope="module")
-def modules() -> Iterator[Page]:
-    with chromium() as browser:
-        page = browser.new_page()
-        page.route(f"{ORIGIN}/**", _serve)
-        page.goto(f"{ORIGIN}/")
-        yield page
+def modules(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.route(f"{ORIGIN}/**", _serve)
+    page.goto(f"{ORIGIN}/")
+    yield page
+    context.close()
 
 
 def run(page: Page, body: str, *args: Any) -> Any:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from documents.models import Collection, Document
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS
 from tests.conftest import PASSWORD
 from tests.documents.conftest import PLANTED_FACT, fact_pdf, index_here, pdf_bytes
 
@@ -27,12 +26,6 @@ PNG = base64.b64decode(
 # A file name is a stranger's text: shown as the text it is, never as markup. (No "/": the
 # server keeps only what follows the last one, as a path's last part.)
 HOSTILE_NAME = "protocols <img src=x onerror=alert(1)> <b>v2<b>.pdf"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def logged_in(browser: Browser, web_server: str, username: str) -> Page:

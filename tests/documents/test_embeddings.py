@@ -184,7 +184,7 @@ def test_a_changed_embedding_model_embeds_again(
 def test_a_document_deleted_mid_embedding_stops_its_job_cleanly(
     owner: Any, embedding_on: LocalModel, background_queue: Queue, inference_worker: Child
 ) -> None:
-    text = " ".join(f"Section {n}: {FILLER}" for n in range(150))  # about 50 passages
+    text = " ".join(f"Section {n}: {FILLER}" for n in range(60))  # about 20 passages
     document = add(owner, None, "long.txt", text)
     total = Passage.objects.filter(document=document).count()
     wait_for(
@@ -264,7 +264,7 @@ def test_a_worker_asked_to_stop_ends_its_embedding_job_after_the_batch_in_hand(
     child = start_worker("embed-stop", log_dir, model=SECOND_MODEL)
     try:
         with override_settings(WIZ_EMBEDDING_MODEL=SECOND_MODEL):
-            text = " ".join(f"Section {n}: {FILLER}" for n in range(150))  # about 50 passages
+            text = " ".join(f"Section {n}: {FILLER}" for n in range(60))  # about 20 passages
             document = add(owner, None, "long.txt", text)
             total = Passage.objects.filter(document=document).count()
             wait_for(
@@ -284,3 +284,20 @@ def test_a_worker_asked_to_stop_ends_its_embedding_job_after_the_batch_in_hand(
     assert job.get_status(refresh=True) == JobStatus.FINISHED, job.latest_result()
     left = Passage.objects.filter(document=document).exclude(embedding_model=SECOND_MODEL)
     assert 0 < left.count() < total
+
+
+def test_a_worker_that_starts_embeds_what_was_indexed_before_the_setting(
+    owner: Any, second_model: LocalModel, background_queue: Queue, log_dir: Path
+) -> None:
+    """Documents indexed while no embedding model was set (or embedded by another since) are
+    queued by the next inference worker to start, not left to wait for a question."""
+    document = add(owner, None, "cat.txt", PASSAGES["cat.txt"])  # the setting is off here
+    assert documents_to_embed([document.pk], SECOND_MODEL) == [document.pk]
+    child = start_worker(
+        "embed-sweep", log_dir, model=SECOND_MODEL, WIZ_EMBEDDING_MODEL=SECOND_MODEL
+    )
+    try:
+        wait_embedded(document, SECOND_MODEL)
+    finally:
+        child.stop()
+    assert job_of(document).origin == f"{settings.BACKGROUND_QUEUE}.m{second_model.pk}"

@@ -176,7 +176,7 @@ def test_it_gives_the_same_text_for_a_seed_whether_the_prefix_was_cached_or_not(
         {"role": "user", "content": "Which of them is the oldest kind?"},
     ]
     unrelated = [{"role": "user", "content": "Name three mountains."}]
-    for seed in range(20):
+    for seed in range(8):
         chat(solo, unrelated, seed)  # nothing of the history is left in the context
         uncached = chat(solo, history, seed)
         assert uncached.cached_tokens < 10  # the template's first tokens, at most

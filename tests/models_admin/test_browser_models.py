@@ -9,22 +9,23 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from models_admin.local_models import localmodel_register
 from models_admin.models import LocalModel
-from tests.browser import ARTIFACTS, admin_log_in, chromium
+from tests.browser import ARTIFACTS, admin_log_in
 from tests.conftest import start_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def admin_page(staff: Any, web_server: str) -> Iterator[Page]:
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        admin_log_in(page, web_server)
-        yield page
+def admin_page(staff: Any, web_server: str, browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    admin_log_in(page, web_server)
+    yield page
+    context.close()
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from typing import Any
 import openai
 import pytest
 from django.db.models import F, Sum
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import ARTIFACTS, chromium
+from tests.browser import ARTIFACTS
 from tests.chat.test_browser_accounts import log_in_as
 from tests.conftest import SECOND_MODEL
 from usage.models import DailyUsage
@@ -25,11 +25,10 @@ PROMPTS = ["Name a colour.", "Write a haiku about tea.", "Count to five."]
 
 
 @pytest.fixture
-def page() -> Iterator[Page]:
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        yield context.new_page()
-        context.close()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
 
 
 def answer(web_server: str, user: Any, model: str, prompt: str, seed: int) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,11 +266,20 @@ async def test_it_ends_quietly_an_answer_whose_conversation_is_deleted(
     await Conversation.objects.filter(owner=owner).adelete()
 
 
+@pytest.fixture
+def impatient_worker(second_model: Any, log_dir: Path) -> Iterator[Child]:
+    """A worker pinned to the second model whose SQLite writes wait 2 s for a lock, not 20."""
+    child = start_worker("pinned-second", log_dir, model=SECOND_MODEL, WIZ_SQLITE_TIMEOUT="2")
+    yield child
+    child.stop()
+
+
 async def test_an_answer_outlasts_a_database_locked_past_its_timeout(
-    owner: Any, pinned_worker: Child, record_property: Any
+    owner: Any, impatient_worker: Child, record_property: Any
 ) -> None:
     if db_connection.vendor != "sqlite":
         pytest.skip("Only SQLite locks the whole database for one writer.")
+    pinned_worker = impatient_worker
     socket = await open_socket(owner)
     accepted = await send_prompt(socket, LONG_PROMPT, model=SECOND_MODEL, max_tokens=200, seed=2)
     message_id = accepted["message"]
@@ -282,7 +292,7 @@ async def test_an_answer_outlasts_a_database_locked_past_its_timeout(
         gave_up = state is not None and state.current_message != message_id
         return gave_up or "Could not save the end of message" in pinned_worker.output()
 
-    # Another process writes for longer than the workers' 20 s busy timeout.
+    # Another process writes for longer than the worker's busy timeout (WIZ_SQLITE_TIMEOUT).
     lock = sqlite3.connect(db_connection.settings_dict["NAME"], isolation_level=None)
     try:
         lock.execute("BEGIN IMMEDIATE")
