@@ -84,38 +84,6 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-class FileTokens:
-    """The model file's tokenizer and template, with the default context: a
-    `chat.grounding.TokenCounter` outside a worker (the engine's own counts the same way)."""
-
-    def __init__(self, model_path: Path, n_ctx: int, max_tokens: int) -> None:
-        import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        from inference.specials import SpecialTexts
-
-        self.llama = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-        self.specials = SpecialTexts.of(self.llama._model)
-        self.n_ctx, self.answer_room = n_ctx, min(max_tokens, n_ctx // 4)
-        model = self.llama._model
-        self.formatter = Jinja2ChatFormatter(
-            template=self.llama.metadata["tokenizer.chat_template"],
-            eos_token=model.token_get_text(self.llama.token_eos()),
-            bos_token=model.token_get_text(self.llama.token_bos()),
-        )
-
-    def text(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode(), add_bos=False))
-
-    def defuse(self, text: str) -> str:
-        return self.specials.defuse(text)
-
-    def turns(self, turns: list[dict[str, str]]) -> int:
-        formatted = self.formatter(messages=turns)  # type: ignore[arg-type]
-        prompt = formatted.prompt.encode()
-        return len(self.llama.tokenize(prompt, add_bos=not formatted.added_special, special=True))
-
-
 def percentiles(timings: list[float]) -> str:
     timings = sorted(timings)
     p95 = timings[min(len(timings) - 1, int(len(timings) * 0.95))]
@@ -129,8 +97,16 @@ def turn_timings(user: object, document: object, queries: int, model_path: Path)
     from chat.grounding import grounded_history
     from chat.models import Conversation, Message
     from documents.retrieval import passages_for_question
+    from inference.requests import FALLBACK_CHAT_TEMPLATE
+    from inference.tokens import FileTokens
+    from models_admin.local_models import localmodel_register_default
 
-    counter = FileTokens(model_path, settings.WIZ_MAX_CONTEXT, settings.WIZ_DEFAULT_MAX_TOKENS)
+    counter = FileTokens(
+        model_path,
+        n_ctx=settings.WIZ_MAX_CONTEXT,
+        max_tokens=settings.WIZ_DEFAULT_MAX_TOKENS,
+        chat_template=localmodel_register_default().chat_template or FALLBACK_CHAT_TEMPLATE,
+    )
     conversation = Conversation.objects.create(owner=user, title="bench")
     turn = Message.objects.create(
         conversation=conversation,

@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import llama_cpp
 import openai
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chat.generation import generation_history
 from chat.grounding import INSTRUCTION, Grounded, grounded_history
@@ -27,7 +25,7 @@ from documents.services import (
     document_upload,
 )
 from inference.requests import FALLBACK_CHAT_TEMPLATE
-from inference.specials import SpecialTexts
+from inference.tokens import FileTokens
 from models_admin.loading import model_spec
 from models_admin.models import LocalModel
 from tests.chat.socket_client import collect, frames_until_done, open_socket
@@ -65,44 +63,24 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
-class ModelTokens:
-    """The default model's tokenizer, chat template and context as its worker loads them: a
-    `chat.grounding.TokenCounter` for this process."""
-
-    def __init__(self, model: LocalModel, max_tokens: int = MAX_TOKENS) -> None:
-        self.llama = llama_cpp.Llama(model_path=str(model.path), vocab_only=True, verbose=False)
-        self.specials = SpecialTexts.of(self.llama._model)
-        self.n_ctx = model_spec(model).options.n_ctx
-        self.answer_room = min(max_tokens, self.n_ctx // 4)
-        self.formatter = Jinja2ChatFormatter(
-            template=model.chat_template or FALLBACK_CHAT_TEMPLATE,
-            eos_token=self.llama._model.token_get_text(self.llama.token_eos()),
-            bos_token=self.llama._model.token_get_text(self.llama.token_bos()),
-        )
-
-    def text(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode(), add_bos=False))
-
-    def defuse(self, text: str) -> str:
-        return self.specials.defuse(text)
-
-    def turns(self, turns: list[dict[str, str]]) -> int:
-        formatted = self.formatter(messages=turns)  # type: ignore[arg-type]
-        prompt = formatted.prompt.encode()
-        return len(self.llama.tokenize(prompt, add_bos=not formatted.added_special, special=True))
-
-    def close(self) -> None:
-        self.llama.close()
+def model_tokens(model: LocalModel, max_tokens: int = MAX_TOKENS) -> FileTokens:
+    """The default model's tokenizer, chat template and context as its worker loads them."""
+    return FileTokens(
+        model.path,
+        n_ctx=model_spec(model).options.n_ctx,
+        max_tokens=max_tokens,
+        chat_template=model.chat_template or FALLBACK_CHAT_TEMPLATE,
+    )
 
 
 @pytest.fixture
-def tokens(default_model: LocalModel) -> Iterator[ModelTokens]:
-    counter = ModelTokens(default_model)
+def tokens(default_model: LocalModel) -> Iterator[FileTokens]:
+    counter = model_tokens(default_model)
     yield counter
     counter.close()
 
 
-def grounded(message_id: str, counter: ModelTokens) -> Grounded:
+def grounded(message_id: str, counter: FileTokens) -> Grounded:
     message = Message.objects.select_related("conversation__owner").get(pk=message_id)
     return grounded_history(message, counter)
 

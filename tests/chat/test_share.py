@@ -21,6 +21,16 @@ def client_for(user: Any) -> Client:
     return client
 
 
+def shared_with_everyone(owner: Any, conversation: Conversation) -> str:
+    """The conversation's share link, open to everyone logged in."""
+    response = client_for(owner).put(
+        f"/api/conversations/{conversation.pk}/share",
+        {"everyone": True},
+        content_type="application/json",
+    )
+    return str(response.json()["url"])
+
+
 def conversation_of(owner: Any) -> Conversation:
     conversation = Conversation.objects.create(owner=owner, title="Tomatoes")
     first = Message.objects.create(conversation=conversation, role="user", content="Old prompt")
@@ -80,15 +90,7 @@ def test_a_shared_answer_shows_its_thoughts_folded_and_escaped(owner: Any) -> No
     answer = conversation.messages.get(content="In **May**.")
     answer.reasoning = "Frost ends in <b>April</b>."
     answer.save()
-    link = (
-        client_for(owner)
-        .put(
-            f"/api/conversations/{conversation.pk}/share",
-            {"everyone": True},
-            content_type="application/json",
-        )
-        .json()["url"]
-    )
+    link = shared_with_everyone(owner, conversation)
     text = client_for(owner).get(link).content.decode()
     assert '<details class="thinking"' in text
     assert "Frost ends in &lt;b&gt;April&lt;/b&gt;." in text  # markdown.js renders it on the page
@@ -123,15 +125,7 @@ def test_a_shared_answer_lists_the_sources_it_was_given_as_text(owner: Any, outs
         }
     ]
     answer.save()
-    link = (
-        client_for(owner)
-        .put(
-            f"/api/conversations/{conversation.pk}/share",
-            {"everyone": True},
-            content_type="application/json",
-        )
-        .json()["url"]
-    )
+    link = shared_with_everyone(owner, conversation)
     text = client_for(outsider).get(link).content.decode()
     assert '<details class="shared-sources"><summary>Sources (1)</summary>' in text
     assert '<li value="1"><span class="source-name">garden &lt;img' in text
