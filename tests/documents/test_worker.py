@@ -4,6 +4,7 @@ reaches the owner's socket, and a job that dies leaves its document failed with 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from typing import Any
@@ -139,20 +140,25 @@ async def test_progress_reaches_the_owners_socket_and_nobody_elses(
     await late.disconnect()
 
 
-def _big_pdf() -> bytes:
-    return pdf_bytes([f"Page {n}. " + FILLER * 12 for n in range(1, 301)])
+@functools.cache
+def _long_pdf() -> bytes:
+    """A PDF that takes seconds to read (see _slow_pdf): a plain 300-page one was read in under
+    a second, before a test could catch it being read, and that test then waited in vain."""
+    return _slow_pdf(pages=160)
 
 
 def _start_long_indexing(owner: Any) -> Document:
     collection: Collection = collection_create(user=owner, name="Long")
     document = document_upload(
-        user=owner, collection=collection, upload=upload("big.pdf", _big_pdf())
+        user=owner, collection=collection, upload=upload("long.pdf", _long_pdf())
     )
-    return wait_for(
-        lambda: (d := state_of(document)).state == "indexing" and d.pages_done > 0 and d,
-        timeout=120,
-        what="the indexing to be under way",
-    )
+
+    def under_way() -> Document | None:
+        now = state_of(document)
+        assert now.state in ("queued", "indexing"), f"it was read whole first: {now.state}"
+        return now if now.state == "indexing" and now.pages_done > 0 else None
+
+    return wait_for(under_way, timeout=120, what="the indexing to be under way")
 
 
 def _horse_of(worker: Child) -> psutil.Process:
