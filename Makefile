@@ -41,13 +41,20 @@ browser:
 run: install model
 	$(PY) manage.py serve $(ARGS)
 
-test: lint model browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The tests that need no model, worker, daphne or browser, on every core (pytest-xdist: each
+# process has its own data dir, private Redis and test database). Exit 5 is "no test selected"
+# (PYTEST_ARGS naming only tests of the other tier).
+FAST_TESTS = WIZ_TEST_TIER=fast $(PY) -m pytest -m "not stack" -n auto $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-# The fast tier: lint and the tests that need no model, worker, daphne or browser, on every core
-# (pytest-xdist: each process has its own data dir, private Redis and test database).
+# The whole suite: the fast tier, then the tests that need the stack, one at a time (they share
+# the workers, daphne and the two cores).
+test: lint model browser
+	$(FAST_TESTS)
+	$(PY) -m pytest -m stack $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The fast tier alone, with lint.
 check: lint model
-	WIZ_TEST_TIER=fast $(PY) -m pytest -m "not stack" -n auto $(PYTEST_ARGS)
+	$(FAST_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
