@@ -365,6 +365,7 @@ INJECTION = (
 )
 
 
+@pytest.mark.stack  # the model's tokenizer
 def test_a_file_that_spells_the_templates_control_tokens_stays_text(
     owner: Any, default_model: Any, tokens: Any
 ) -> None:
