@@ -373,9 +373,7 @@ def _document_index(
         # workers when an embedding model is set. A job that cannot be queued is queued by
         # the next question over the document: the document stays ready.
         try:
-            # Imported here, where the documents worker first needs it. Imported with this
-            # module instead, test_worker.py's kill-mid-file test twice missed the moment the
-            # 300-page PDF was under way (read in 0.7 s); why the timing moved is not known.
+            # Imported here, where the documents worker first needs it.
             from documents.embeddings import document_embeddings_request
 
             document_embeddings_request(document_ids=[document.pk])
