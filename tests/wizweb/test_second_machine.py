@@ -51,6 +51,7 @@ from wizweb.apikeys import apikey_create
 from wizweb.redis_server import PrivateRedis
 
 pytestmark = [
+    pytest.mark.stack,  # every test runs daphne and workers, as the two machines do
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3",
