@@ -33,7 +33,7 @@ from chat.frames import (
     DoneFrame,
     GenerationFrame,
     ProgressFrame,
-    broadcast,
+    frame_event,
     message_group,
 )
 from wizweb.channels_sender import ChannelSender
@@ -248,7 +248,7 @@ class MessageStream:
         self._last_flush = 0.0
 
     def frame(self, frame: GenerationFrame) -> None:
-        broadcast([(self.group, frame)], sender=self.sender)
+        self.sender.send(self.group, frame_event(frame))
 
     def started(self, *, model: str, worker: str) -> None:
         self.connection.delete(self.log_key)

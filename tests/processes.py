@@ -45,6 +45,19 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def python_run(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh Python in the project, as another process would run it."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -11,8 +11,6 @@ the inference worker, where chat.grounding calls it, llama.cpp is loaded the sam
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from documents.services import collection_create, document_delete, document_uplo
 from models_admin.models import LocalModel
 from tests.conftest import SECOND_MODEL, start_worker
 from tests.documents.conftest import FILLER, index_here, upload
-from tests.processes import ROOT, Child, child_env, wait_for
+from tests.processes import Child, child_env, python_run, wait_for
 from wizweb.redis_server import redis_connection
 
 pytestmark = [pytest.mark.stack, pytest.mark.django_db(transaction=True)]
@@ -244,15 +242,7 @@ def test_in_a_process_without_llama_cpp_retrieval_is_the_full_text_and_loads_not
 ) -> None:
     env = child_env(DJANGO_SETTINGS_MODULE="wizweb.settings", WIZ_EMBEDDING_MODEL=embedding_on.name)
     for question, found in ((PET_QUESTION, ""), ("kitten", "cat.txt")):
-        result = subprocess.run(
-            [sys.executable, "-c", WITHOUT_LLAMA, question],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = python_run(WITHOUT_LLAMA, question, env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{found}|"
 

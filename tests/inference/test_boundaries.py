@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.processes import python_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,15 +29,7 @@ print(",".join(loaded))
 
 def test_the_web_process_never_imports_llama_cpp() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "wizweb.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", WEB_PROCESS],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = python_run(WEB_PROCESS, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"the web process loaded {result.stdout.strip()}"
 
