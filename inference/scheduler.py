@@ -382,7 +382,9 @@ class Scheduler:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, index)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, index)
-        return bytes(buffer[:written])
+        # Not `bytes(buffer[:written])`: slicing a ctypes array makes a list of ints first,
+        # 0.1 s for the 4 MB of a 170-token slot, with every other answer's step waiting.
+        return ctypes.string_at(buffer, written)
 
     def _restore(self, index: int, state: bytes) -> None:
         """Make sequence `index`'s cache the copy `state` (and nothing else)."""
