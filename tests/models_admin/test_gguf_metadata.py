@@ -45,3 +45,13 @@ def test_it_registers_the_default_model_as_ready_and_default() -> None:
     assert model.sha256 == DEFAULT_MODEL_SHA256
     assert model.size_bytes == default_model_path(Path(settings.MODELS_DIR)).stat().st_size
     assert localmodel_register_default().pk == model.pk
+
+
+def test_it_refuses_a_gguf_cut_inside_its_weights(tmp_path: Path) -> None:
+    # The header is whole; the last tensor's data is not (a download cut short).
+    source = default_model_path(Path(settings.MODELS_DIR))
+    cut = tmp_path / "cut.gguf"
+    with source.open("rb") as handle:
+        cut.write_bytes(handle.read(source.stat().st_size - 1000))
+    with pytest.raises(NotGGUF, match="ends too early"):
+        gguf_read_metadata(cut)
