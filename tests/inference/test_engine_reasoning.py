@@ -16,7 +16,7 @@ from inference.reasoning import UNCLOSED_NOTE
 from inference.requests import Finished, GenerationRequest, ReasoningRefused, TextDelta
 from inference.sampling import Sampling
 from inference.scheduler import ThinkingBudget
-from tests.thinking_model import QWEN3_STYLE_TEMPLATE, thinking_model_write
+from tests.thinking_model import QWEN3_STYLE_TEMPLATE, thinking_model_cached
 from wizweb.default_model import default_model_path
 
 pytestmark = pytest.mark.stack
@@ -31,9 +31,9 @@ def load(path: Path) -> LlamaModel:
 
 
 @pytest.fixture(scope="module")
-def thinker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchedEngine]:
+def thinker() -> Iterator[BatchedEngine]:
     source = default_model_path(Path(settings.MODELS_DIR))
-    path = thinking_model_write(source, tmp_path_factory.mktemp("thinking") / "thinker.gguf")
+    path, _ = thinking_model_cached(source)
     model = load(path)
     template = model.metadata()["tokenizer.chat_template"]
     engine = BatchedEngine(model, n_ctx=1024, parallel=2, chat_template=template)
