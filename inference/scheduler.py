@@ -50,8 +50,13 @@ log = logging.getLogger(__name__)
 # While answers stream, a step that also reads a prompt should take about this long, so their
 # readers see short pauses while a pasted document is read. Steps drift above the target (later
 # chunks attend over more of the document, the box has other work): aiming at 0.2 s, readers
-# saw gaps of up to 0.37 s end to end on a 2-core box; 0.15 s keeps them under 0.3 s.
-STEP_TARGET_S = 0.15
+# saw gaps of up to 0.37 s end to end on a 2-core box, and aiming at 0.15 s still up to 0.37 s
+# in one run of three; 0.12 s, with the chunk growing by at most half at a time, keeps them
+# under 0.3 s.
+STEP_TARGET_S = 0.12
+# How much the chunk may grow after one step: less than it may shrink, since a step that
+# overruns is a stall people see and a step that underruns costs only a little reading speed.
+MAX_CHUNK_GROWTH = 1.5
 MIN_CHUNK = 16
 # The chunk a scheduler starts from, before it has timed a step: small, since a step that
 # overruns is a stall people see, and it doubles within a few steps where the box is fast.
@@ -504,9 +509,9 @@ class Scheduler:
 
     def _learn_chunk(self, took: float) -> None:
         """Size the next chunk read beside streaming answers so that a step takes about
-        `step_target`: the chunk scales by target / measured, at most halved or doubled at a
-        time, so one slow step (the box busy elsewhere) does not swing it."""
-        scale = min(2.0, max(0.5, self.step_target / max(took, 1e-6)))
+        `step_target`: the chunk scales by target / measured, at most halved or grown by
+        half at a time, so one slow or fast step (the box busy elsewhere) does not swing it."""
+        scale = min(MAX_CHUNK_GROWTH, max(0.5, self.step_target / max(took, 1e-6)))
         self.chunk = max(MIN_CHUNK, min(self.prefill_chunk, int(self.chunk * scale)))
 
     def _step(self) -> None:
