@@ -37,11 +37,35 @@ def markdown_words(text: str) -> list[str]:
     fence's language, task-list boxes, link definitions). Rendering changes whitespace and drops
     markup characters, so answers are compared word by word."""
     text = re.sub(r"^[ \t]*(?:```|~~~)[^\n]*", " ", text, flags=re.M)
-    text = re.sub(r"^([ \t>]*)\d{1,9}[.)](?=[ \t]|$)", r"\1 ", text, flags=re.M)
+    text = _without_list_numbers(text)
     text = re.sub(r"^([ \t>]*[-*+][ \t]+)\[[ xX]\]", r"\1 ", text, flags=re.M)
     text = re.sub(r"^[ \t]*\[[^\]\n]+\]:[ \t]*\S+.*$", " ", text, flags=re.M)
     text = re.sub(r"\]\([^)\s]*(?:\s+\"[^\"]*\")?\)", "] ", text)
     return shown_words(text)
+
+
+_ORDERED = re.compile(r"^([ \t>]*)(\d{1,9})[.)](?=[ \t]|$)")
+_ITEM = re.compile(r"^[ \t>]*(?:\d{1,9}[.)]|[-*+])(?:[ \t]|$)")
+
+
+def _without_list_numbers(text: str) -> str:
+    """The text less the numbers of its ordered list items. As in CommonMark, a numbered line
+    right after a paragraph's line starts a list only if it is "1." with something after it;
+    otherwise ("2. …", or a bare "1." that a short answer ended on) it is paragraph text and
+    its number is shown."""
+    original = text.split("\n")
+    lines = list(original)
+    for index, line in enumerate(original):
+        match = _ORDERED.match(line)
+        if match is None:
+            continue
+        before = original[index - 1] if index else ""
+        in_paragraph = before.strip() != "" and not _ITEM.match(before)
+        empty = not line[match.end() :].strip()
+        if in_paragraph and (empty or match.group(2) != "1"):
+            continue
+        lines[index] = match.group(1) + " " + line[match.end() :]
+    return "\n".join(lines)
 
 
 def log_in(page: Page, base_url: str) -> None:
