@@ -70,7 +70,7 @@ def test_a_long_prompt_shows_how_far_it_has_been_read_then_the_answer(
     log_in(page, web_server)
     ready(page)
     box = page.get_by_label("Message")
-    box.fill(pasted_document(110, "the browser's harbour"))
+    box.fill(pasted_document(80, "the browser's harbour"))
     box.press("Enter")
     answer = page.locator("li.message.assistant").last
     expect(answer).to_have_attribute("data-state", "done", timeout=300_000)

@@ -241,7 +241,7 @@ async def test_a_long_prompt_reports_its_reading_before_the_first_chunk(
     owner: Any, default_model: Any, inference_worker: Any
 ) -> None:
     socket = await open_socket(owner)
-    document = pasted_document(110, "the reading harbour")
+    document = pasted_document(80, "the reading harbour")
     accepted = await send_prompt(socket, document, max_tokens=8, seed=1, temperature=0)
     frames = await frames_until_done(socket, timeout=300)
     await socket.disconnect()
