@@ -49,6 +49,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
         # rename conversations under tests that check their titles, and take CPU from them.
         # tests/chat/test_titles.py starts workers with it on.
         WIZ_MODEL_TITLES=os.environ.get("WIZ_MODEL_TITLES", "false"),
+        # The waits before a login after failures (0.5-4 s each, 8 s in the browser test of
+        # the lock); the tests of the waits themselves set the real length.
+        WIZ_LOGIN_SLOWDOWN_FIRST_S="0.01",
     )
     return (yield)
 
