@@ -59,7 +59,7 @@ STEP_TARGET_S = 0.12
 MAX_CHUNK_GROWTH = 1.5
 MIN_CHUNK = 16
 # The chunk a scheduler starts from, before it has timed a step: small, since a step that
-# overruns is a stall people see, and it doubles within a few steps where the box is fast.
+# overruns is a stall people see, and it grows within a few steps where the box is fast.
 FIRST_CHUNK = 32
 # A long prompt's reading is reported at most this often per answer: each report is a frame
 # through Redis and daphne to the page, CPU taken from llama.cpp on a small box.
@@ -519,7 +519,7 @@ class Scheduler:
         readers all at once: a reader woken mid-step takes the GIL from this thread at each
         llama.cpp call that follows (sampling the next row, freeing a chain), and every answer's
         next decode waits for it. Measured at C=8: the time between two decodes fell from
-        about 3 ms to 1."""
+        about 3 ms to 1-2 ms."""
         try:
             self._decode_and_sample()
         finally:

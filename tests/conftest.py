@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -74,6 +75,16 @@ def quick_password_hashes() -> Iterator[None]:
         PASSWORD_HASHERS=["tests.hashers.QuickPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
     ):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def async_connections_closed(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """At the end, the database connections that `sync_to_async` opened in asgiref's one
+    worker thread are closed before the test database is dropped: PostgreSQL refuses to drop
+    a database someone is still connected to (it warned "being accessed by other users")."""
+    yield
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
 @pytest.fixture
