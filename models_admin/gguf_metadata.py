@@ -26,13 +26,6 @@ def gguf_check_magic(path: Path) -> None:
         raise NotGGUF(f"{path.name} is not a GGUF model file (it does not start with 'GGUF').")
 
 
-def _field(reader: Any, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    return field.contents()
-
-
 def gguf_read_metadata(path: Path) -> dict[str, Any]:
     """The header facts the admin page and the runtime need."""
     gguf_check_magic(path)
@@ -53,7 +46,7 @@ def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
         ):
             values, parameters = _read_header(data, size)
-    except (_Truncated, ValueError, OverflowError, struct.error) as exc:
+    except (_Truncated, ValueError, KeyError, OverflowError, struct.error) as exc:
         why = "it ends too early" if isinstance(exc, _Truncated) else str(exc)
         raise NotGGUF(
             f"{path.name} is not a readable GGUF file ({why}); download it again."
