@@ -5,6 +5,7 @@ still on the Hub."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import mmap
@@ -51,7 +52,6 @@ def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         raise NotGGUF(
             f"{path.name} is not a readable GGUF file ({why}); download it again."
         ) from None
-    arch = str(values.get("general.architecture") or "")
     file_type = values.get("general.file_type")
     quantization = ""
     if file_type is not None:
@@ -60,13 +60,8 @@ def _read_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         except ValueError:
             quantization = str(file_type)
     return {
-        "architecture": arch,
+        **_shape(values),
         "name": values.get("general.name") or "",
-        "context_length": values.get(f"{arch}.context_length") or 0,
-        "embedding_length": values.get(f"{arch}.embedding_length") or 0,
-        "block_count": values.get(f"{arch}.block_count") or 0,
-        "head_count": values.get(f"{arch}.attention.head_count") or 0,
-        "head_count_kv": values.get(f"{arch}.attention.head_count_kv") or 0,
         "chat_template": values.get("tokenizer.chat_template") or "",
         "quantization": quantization,
         "parameters": parameters,
@@ -78,15 +73,11 @@ def _read_header(data: Any, size: int) -> tuple[dict[str, Any], int]:
     tensor's data lies inside the file (a download cut short ends too early)."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    cursor = _Cursor(data)
-    if cursor.take(4) != GGUF_MAGIC:
+    if data[:4] != GGUF_MAGIC:
         raise ValueError("no GGUF magic")
-    cursor.take(4)  # version
-    tensor_count, kv_count = cursor.unpack("<Q", 8), cursor.unpack("<Q", 8)
+    cursor = _Cursor(data)
     values: dict[str, Any] = {}
-    for _ in range(kv_count):
-        key = cursor.string()
-        values[key] = cursor.value(cursor.unpack("<I", 4))
+    tensor_count = _read_values(cursor, values)
     parameters, data_end = 0, 0
     for _ in range(tensor_count):
         cursor.string()  # name
@@ -164,17 +155,25 @@ def gguf_read_header_prefix(data: bytes) -> dict[str, Any]:
     after the model's own keys in files written by llama.cpp's converters."""
     if data[:4] != GGUF_MAGIC:
         raise NotGGUF("The file does not start with 'GGUF'.")
-    cursor = _Cursor(data)
-    cursor.take(8)  # magic, version
     values: dict[str, Any] = {}
-    try:
-        cursor.take(8)  # tensor count
-        kv_count = cursor.unpack("<Q", 8)
-        for _ in range(kv_count):
-            key = cursor.string()
-            values[key] = cursor.value(cursor.unpack("<I", 4))
-    except _Truncated:
-        pass
+    with contextlib.suppress(_Truncated):
+        _read_values(_Cursor(data), values)
+    return _shape(values)
+
+
+def _read_values(cursor: _Cursor, values: dict[str, Any]) -> int:
+    """Read a GGUF header's key-value section into `values` (as far as it goes, should the
+    data end early) and return the file's tensor count."""
+    cursor.take(8)  # magic, version
+    tensor_count, kv_count = cursor.unpack("<Q", 8), cursor.unpack("<Q", 8)
+    for _ in range(kv_count):
+        key = cursor.string()
+        values[key] = cursor.value(cursor.unpack("<I", 4))
+    return int(tensor_count)
+
+
+def _shape(values: dict[str, Any]) -> dict[str, Any]:
+    """The shape facts among a header's values: architecture, context, layers and heads."""
     arch = str(values.get("general.architecture") or "")
     return {
         "architecture": arch,
