@@ -27,7 +27,7 @@ from llama_cpp._internals import LlamaModel
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from inference.prefix_cache import PrefixCache
-from inference.reasoning import ReasoningSplitter, template_reasoning
+from inference.reasoning import ReasoningSplitter, ThinkingBudget, template_reasoning
 from inference.requests import (
     FALLBACK_CHAT_TEMPLATE,
     Event,
@@ -42,7 +42,7 @@ from inference.requests import (
     Trimmed,
 )
 from inference.sampling import Sampling
-from inference.scheduler import Scheduler, SchedulerClosed, Sequence, ThinkingBudget
+from inference.scheduler import Scheduler, SchedulerClosed, Sequence
 from inference.specials import SpecialTexts
 from inference.text import TextAssembler
 
@@ -483,7 +483,7 @@ class BatchedGeneration:
 class _Thoughts:
     """A generation's text through its reasoning splitter (when its model thinks): the
     deltas by channel and the tokens and time spent thinking. (The budget is kept in the
-    decode loop: `inference.scheduler.ThinkingBudget`.)"""
+    decode loop: `inference.reasoning.ThinkingBudget`.)"""
 
     def __init__(self, splitter: ReasoningSplitter | None) -> None:
         self.splitter = splitter

@@ -11,12 +11,15 @@ middle of an answer is the answer's own text (code about thinking models, say).
 A block that opens and never closes (the answer ran out of tokens, or the model forgot) is not
 lost: its text becomes the content and `note` says why, so the reader still gets every word.
 What the templates say about thinking (markers, how it is switched, tools) is read here too,
-from the template's text, so the worker and the model-admin page agree.
+from the template's text, so the worker and the model-admin page agree. And `ThinkingBudget`
+closes a thinking block after so many tokens, heard token by token inside the scheduler's
+decode loop.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -194,3 +197,44 @@ def template_reasoning(template: str) -> TemplateReasoning:
         tools="tools" in template and "tool_call" in template,
         keeps_reasoning="reasoning_content" in template,
     )
+
+
+@dataclass
+class ThinkingBudget:
+    """Closes a thinking block once `budget` of its tokens are written, inside the decode loop:
+    the reader of the tokens may lag many tokens behind on a busy box, and the budget must
+    hold however far. Markers are matched on the tokens' bytes (`piece`), so a model that
+    closes its block itself is never closed twice."""
+
+    budget: int
+    open_text: bytes
+    close_text: bytes
+    close_tokens: list[int]
+    piece: Callable[[int], bytes]
+    thinking: bool = False  # the prompt opened the block
+    spent: int = 0
+    done: bool = False
+    _tail: bytes = b""
+
+    def after(self, token: int) -> list[int] | None:
+        """Hear a sampled token; the tokens to write in place of the next one, if any."""
+        if self.done:
+            return None
+        self._tail += self.piece(token)
+        if not self.thinking:
+            start = self._tail.lstrip()
+            if start.startswith(self.open_text):
+                self.thinking, self._tail = True, start[len(self.open_text) :]
+            elif not self.open_text.startswith(start):
+                self.done = True  # the answer began without thinking
+                return None
+        if self.thinking:
+            if self.close_text in self._tail:
+                self.done = True
+                return None
+            self._tail = self._tail[-(len(self.close_text) + 16) :]
+            self.spent += 1
+        if self.thinking and self.spent >= self.budget:
+            self.done = True
+            return self.close_tokens
+        return None

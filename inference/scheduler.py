@@ -34,13 +34,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
 
 from inference.prefix_cache import PrefixCache, common_prefix
+from inference.reasoning import ThinkingBudget
 from inference.requests import PromptProgress
 from inference.sampling import Sampling
 
@@ -83,47 +84,6 @@ class _Paused:
     state: bytes
     n_past: int
     cached: list[int]
-
-
-@dataclass
-class ThinkingBudget:
-    """Closes a thinking block once `budget` of its tokens are written, inside the decode loop:
-    the reader of the tokens may lag many tokens behind on a busy box, and the budget must
-    hold however far. Markers are matched on the tokens' bytes (`piece`), so a model that
-    closes its block itself is never closed twice."""
-
-    budget: int
-    open_text: bytes
-    close_text: bytes
-    close_tokens: list[int]
-    piece: Callable[[int], bytes]
-    thinking: bool = False  # the prompt opened the block
-    spent: int = 0
-    done: bool = False
-    _tail: bytes = b""
-
-    def after(self, token: int) -> list[int] | None:
-        """Hear a sampled token; the tokens to write in place of the next one, if any."""
-        if self.done:
-            return None
-        self._tail += self.piece(token)
-        if not self.thinking:
-            start = self._tail.lstrip()
-            if start.startswith(self.open_text):
-                self.thinking, self._tail = True, start[len(self.open_text) :]
-            elif not self.open_text.startswith(start):
-                self.done = True  # the answer began without thinking
-                return None
-        if self.thinking:
-            if self.close_text in self._tail:
-                self.done = True
-                return None
-            self._tail = self._tail[-(len(self.close_text) + 16) :]
-            self.spent += 1
-        if self.thinking and self.spent >= self.budget:
-            self.done = True
-            return self.close_tokens
-        return None
 
 
 @dataclass(eq=False)

@@ -12,10 +12,9 @@ from django.conf import settings
 from llama_cpp._internals import LlamaModel
 
 from inference.engine import BatchedEngine
-from inference.reasoning import UNCLOSED_NOTE
+from inference.reasoning import UNCLOSED_NOTE, ThinkingBudget
 from inference.requests import Finished, GenerationRequest, ReasoningRefused, TextDelta
 from inference.sampling import Sampling
-from inference.scheduler import ThinkingBudget
 from tests.thinking_model import QWEN3_STYLE_TEMPLATE, thinking_model_cached
 from wizweb.default_model import default_model_path
 
