@@ -17,6 +17,10 @@ rather than on whichever would have run last:
   here from `--llama-server PATH` on a free port as `-t 2 -c 16384 --parallel 8` (the way
   PERFORMANCE.md says to build and run it). Its slots then hold 2,048 tokens each, which is why
   the long prompt below stays just under 2,000. Skipped when neither option is given.
+- **engine**: Wiz's own batched engine in this process, loaded as the worker loads the model
+  (`inference.runtime`), with no web side, queue or Redis: the ceiling of what the worker's
+  scheduler can do on the box, to tell the cost of the web side from that of the engine. Not
+  in the default sides.
 - **raw**: `llama_cpp.Llama` in this process with the model's own load options, one request
   at a time: only the C=1 level, as a ceiling for one stream.
 
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import json
@@ -422,6 +427,71 @@ class RawSide:
         return stream
 
 
+class EngineSide:
+    """The worker's batched engine driven in this process, one thread per answer."""
+
+    name = "engine"
+    concurrent = True
+    processes: dict[str, int] = {}  # it runs in this process: counted as the client
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        # Not asyncio's default executor: its few threads would cap the answers in flight.
+        self.threads = concurrent.futures.ThreadPoolExecutor(max_workers=64)
+
+    async def chat(
+        self,
+        client: httpx2.AsyncClient,  # unused: no HTTP here
+        slot: int,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        into: Stream | None = None,
+    ) -> Stream:
+        stream = into if into is not None else Stream()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.threads, self._chat, slot, messages, max_tokens, stream
+        )
+
+    def _chat(
+        self, slot: int, messages: list[dict[str, str]], max_tokens: int, stream: Stream
+    ) -> Stream:
+        from inference.requests import Finished, GenerationRequest, TextDelta
+        from inference.sampling import Sampling
+
+        sampling = Sampling(temperature=0, seed=SEED, repeat_penalty=1.0, max_tokens=max_tokens)
+        request = GenerationRequest(messages=messages, sampling=sampling)
+        stream.started = time.perf_counter()
+        for event in self.engine.submit(request, owner=f"bench-{slot}").events():
+            if isinstance(event, TextDelta) and event.channel == "content" and event.text:
+                stream.arrivals.append(time.perf_counter())
+                stream.text += event.text
+            elif isinstance(event, Finished):
+                stream.usage_tokens = event.completion_tokens
+                stream.prompt_tokens = event.prompt_tokens
+                stream.cached_tokens = event.cached_tokens
+        stream.ended = time.perf_counter()
+        return stream
+
+
+@contextlib.contextmanager
+def engine_side() -> Iterator[EngineSide]:
+    """The default model loaded by a runtime of this process, as the worker's runtime loads it."""
+    from inference.runtime import ModelRuntime
+    from models_admin.loading import model_spec
+    from models_admin.local_models import localmodel_register_default
+
+    runtime = ModelRuntime()
+    spec = model_spec(localmodel_register_default())
+    with runtime.lease(spec) as engine:
+        side = EngineSide(engine)
+        try:
+            yield side
+        finally:
+            side.threads.shutdown()
+    runtime.unload(spec.key)
+
+
 @contextlib.contextmanager
 def raw_side() -> Iterator[RawSide]:
     """The default model loaded here with its own load options, as the worker loads it."""
@@ -613,7 +683,7 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
         " times in ms, rates in completion tokens/s"
     )
     print(
-        f"{'side':<5} {'C':>3} {'reqs':>4} {'wall s':>7} {'aggregate':>9} {'per stream':>10}"
+        f"{'side':<6} {'C':>3} {'reqs':>4} {'wall s':>7} {'aggregate':>9} {'per stream':>10}"
         f" {'ttft p50':>9} {'ttft p95':>9} {'gap p99':>8}"
     )
     for concurrency in plan.concurrency:
@@ -622,7 +692,7 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
             if level is None:
                 continue
             print(
-                f"{level.side:<5} {concurrency:>3} {len(level.streams):>4} {level.wall_s:>7.1f}"
+                f"{level.side:<6} {concurrency:>3} {len(level.streams):>4} {level.wall_s:>7.1f}"
                 f" {level.aggregate_tokens_per_s:>9.1f} {rate(level.stream_tokens_per_s):>10}"
                 f" {ms(level.ttft_ms(50)):>9} {ms(level.ttft_ms(95)):>9}"
                 f" {ms(level.gap_p99_ms):>8}"
@@ -636,14 +706,14 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
                 continue
             shares = level.cpu_per_1k_tokens
             parts = ", ".join(f"{name} {value:.2f}" for name, value in shares.items())
-            print(f"{level.side:<5} {concurrency:>3} total {sum(shares.values()):.2f}: {parts}")
+            print(f"{level.side:<6} {concurrency:>3} total {sum(shares.values()):.2f}: {parts}")
 
     print(f"\nfollow-up: turn 2 after {plan.other_conversations} other conversations at C=4")
     for result in results.values():
         if result.turns is not None:
             turn1, turn2 = result.turns
             print(
-                f"{result.name:<5} turn 1 ttft {ms(turn1.ttft_ms)} ms ({turn1.prompt_tokens}"
+                f"{result.name:<6} turn 1 ttft {ms(turn1.ttft_ms)} ms ({turn1.prompt_tokens}"
                 f" prompt tokens), turn 2 ttft {ms(turn2.ttft_ms)} ms"
                 f" ({turn2.prompt_tokens} prompt tokens, {turn2.cached_tokens} cached)"
             )
@@ -652,7 +722,7 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
     for result in results.values():
         if (scenario := result.long_prompt) is not None:
             print(
-                f"{result.name:<5} {scenario.streaming_at_send} of {LONG_CHATS} streaming at send;"
+                f"{result.name:<6} {scenario.streaming_at_send} of {LONG_CHATS} streaming at send;"
                 f" long prompt ({scenario.long.prompt_tokens} tokens) ttft"
                 f" {ms(scenario.long.ttft_ms)} ms; during its prefill {len(scenario.gaps_ms)}"
                 f" gaps, max {ms(max(scenario.gaps_ms, default=None))} ms,"
@@ -663,7 +733,9 @@ def report(results: dict[str, SideResult], plan: Plan) -> None:
 
 
 def ratios_print(results: dict[str, SideResult], plan: Plan) -> None:
-    wiz, peer, raw = (results.get(name) or SideResult(name) for name in ("wiz", "peer", "raw"))
+    wiz, peer, raw, engine = (
+        results.get(name) or SideResult(name) for name in ("wiz", "peer", "raw", "engine")
+    )
     both = [c for c in plan.concurrency if c in wiz.levels and c in peer.levels]
     at = 8 if 8 in both else max(both, default=0)
 
@@ -687,6 +759,7 @@ def ratios_print(results: dict[str, SideResult], plan: Plan) -> None:
 
     rows = [
         (f"aggregate tokens/s at C={at}, wiz / peer", aggregate(wiz), aggregate(peer), rate),
+        (f"aggregate tokens/s at C={at}, engine / peer", aggregate(engine), aggregate(peer), rate),
         ("C=1 stream tokens/s, wiz / raw", single(wiz), single(raw), rate),
         (f"ttft p95 at C={at}, wiz / peer", ttft_p95(wiz), ttft_p95(peer), ms),
         ("follow-up turn 2 ttft, wiz / peer", turn2(wiz), turn2(peer), ms),
@@ -718,6 +791,8 @@ def main() -> None:
             sides.append(stack.enter_context(raw_side()))
         if "wiz" in ARGS.sides:
             sides.append(stack.enter_context(wiz_side(data_dir, plan)))
+        if "engine" in ARGS.sides:
+            sides.append(stack.enter_context(engine_side()))
         if "peer" in ARGS.sides and (ARGS.peer or ARGS.llama_server):
             peer = stack.enter_context(
                 peer_side(data_dir, model_path, url=ARGS.peer, llama_server=ARGS.llama_server)
@@ -739,9 +814,9 @@ def concurrency_list(text: str) -> list[int]:
 
 def sides_list(text: str) -> list[str]:
     sides = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = set(sides) - {"wiz", "peer", "raw"}
+    unknown = set(sides) - {"wiz", "peer", "raw", "engine"}
     if unknown or not sides:
-        raise argparse.ArgumentTypeError("choose among wiz, peer and raw, such as wiz,peer")
+        raise argparse.ArgumentTypeError("choose among wiz, peer, raw and engine, such as wiz,peer")
     return sides
 
 
