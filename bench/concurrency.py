@@ -389,54 +389,16 @@ def peer_side(
             server.stop()
 
 
-class RawSide:
-    """llama-cpp-python in this process: a `Llama` holds one sequence, so one answer at a time."""
+class InProcessSide:
+    """A side answering in this process, each answer in a thread of the side's own (asyncio's
+    default pool has too few threads for the answers a concurrent side keeps in flight).
+    Subclasses say how one answer is written into its stream."""
 
-    name = "raw"
+    name = ""
     concurrent = False
     processes: dict[str, int] = {}  # it runs in this process: counted as the client
 
-    def __init__(self, llama: Any) -> None:
-        self.llama = llama
-
-    async def chat(
-        self,
-        client: httpx2.AsyncClient,  # unused: no HTTP here
-        slot: int,
-        messages: list[dict[str, str]],
-        max_tokens: int,
-        into: Stream | None = None,
-    ) -> Stream:
-        stream = into if into is not None else Stream()
-        return await asyncio.to_thread(self._chat, messages, max_tokens, stream)
-
-    def _chat(self, messages: list[dict[str, str]], max_tokens: int, stream: Stream) -> Stream:
-        stream.started = time.perf_counter()
-        for chunk in self.llama.create_chat_completion(
-            messages=messages,
-            stream=True,
-            max_tokens=max_tokens,
-            temperature=0,
-            seed=SEED,
-            repeat_penalty=1.0,
-        ):
-            if content := chunk["choices"][0]["delta"].get("content"):
-                stream.arrivals.append(time.perf_counter())
-                stream.text += content
-        stream.ended = time.perf_counter()
-        return stream
-
-
-class EngineSide:
-    """The worker's batched engine driven in this process, one thread per answer."""
-
-    name = "engine"
-    concurrent = True
-    processes: dict[str, int] = {}  # it runs in this process: counted as the client
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        # Not asyncio's default executor: its few threads would cap the answers in flight.
+    def __init__(self) -> None:
         self.threads = concurrent.futures.ThreadPoolExecutor(max_workers=64)
 
     async def chat(
@@ -450,18 +412,69 @@ class EngineSide:
         stream = into if into is not None else Stream()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.threads, self._chat, slot, messages, max_tokens, stream
+            self.threads, self._timed, slot, messages, max_tokens, stream
         )
 
-    def _chat(
+    def _timed(
         self, slot: int, messages: list[dict[str, str]], max_tokens: int, stream: Stream
     ) -> Stream:
+        stream.started = time.perf_counter()
+        self._answer(slot, messages, max_tokens, stream)
+        stream.ended = time.perf_counter()
+        return stream
+
+    def _answer(
+        self, slot: int, messages: list[dict[str, str]], max_tokens: int, stream: Stream
+    ) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.threads.shutdown()
+
+
+class RawSide(InProcessSide):
+    """llama-cpp-python in this process: a `Llama` holds one sequence, so one answer at a time."""
+
+    name = "raw"
+
+    def __init__(self, llama: Any) -> None:
+        super().__init__()
+        self.llama = llama
+
+    def _answer(
+        self, slot: int, messages: list[dict[str, str]], max_tokens: int, stream: Stream
+    ) -> None:
+        for chunk in self.llama.create_chat_completion(
+            messages=messages,
+            stream=True,
+            max_tokens=max_tokens,
+            temperature=0,
+            seed=SEED,
+            repeat_penalty=1.0,
+        ):
+            if content := chunk["choices"][0]["delta"].get("content"):
+                stream.arrivals.append(time.perf_counter())
+                stream.text += content
+
+
+class EngineSide(InProcessSide):
+    """The worker's batched engine driven in this process, one thread per answer."""
+
+    name = "engine"
+    concurrent = True
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def _answer(
+        self, slot: int, messages: list[dict[str, str]], max_tokens: int, stream: Stream
+    ) -> None:
         from inference.requests import Finished, GenerationRequest, TextDelta
         from inference.sampling import Sampling
 
         sampling = Sampling(temperature=0, seed=SEED, repeat_penalty=1.0, max_tokens=max_tokens)
         request = GenerationRequest(messages=messages, sampling=sampling)
-        stream.started = time.perf_counter()
         for event in self.engine.submit(request, owner=f"bench-{slot}").events():
             if isinstance(event, TextDelta) and event.channel == "content" and event.text:
                 stream.arrivals.append(time.perf_counter())
@@ -470,8 +483,6 @@ class EngineSide:
                 stream.usage_tokens = event.completion_tokens
                 stream.prompt_tokens = event.prompt_tokens
                 stream.cached_tokens = event.cached_tokens
-        stream.ended = time.perf_counter()
-        return stream
 
 
 @contextlib.contextmanager
@@ -488,7 +499,7 @@ def engine_side() -> Iterator[EngineSide]:
         try:
             yield side
         finally:
-            side.threads.shutdown()
+            side.close()
     runtime.unload(spec.key)
 
 
@@ -509,9 +520,11 @@ def raw_side() -> Iterator[RawSide]:
         n_batch=options.n_batch,
         verbose=False,
     )
+    side = RawSide(llama)
     try:
-        yield RawSide(llama)
+        yield side
     finally:
+        side.close()
         llama.close()
 
 
